@@ -1,0 +1,6 @@
+//! The Kong-compatible Admin API (axum): handlers, Kong's error format,
+//! admin tokens. It talks to the replicated store only through `Backend`.
+
+pub mod backend;
+
+pub use backend::{Backend, WriteError};

@@ -1,0 +1,9 @@
+//! raftgate: a Kong-compatible API gateway whose configuration is
+//! replicated over Raft into embedded storage on every node.
+//!
+//! See DESIGN.md (shared) for the picture; each module's `//!` says what
+//! it owns.
+
+pub mod admin;
+pub mod model;
+pub mod store;

@@ -1,0 +1,15 @@
+//! Plain data: the gateway's entities, the `Command`s that change them (the
+//! Raft log payload), the replicated `State` they live in, and validation.
+//! Nothing here does I/O, reads a clock or draws a random number.
+
+pub mod command;
+pub mod entities;
+pub mod errors;
+pub mod plugin_schemas;
+pub mod state;
+pub mod validate;
+
+pub use command::{Command, CommandOutput, Entity, EntityKind, Proposal};
+pub use entities::*;
+pub use errors::ApplyError;
+pub use state::State;
