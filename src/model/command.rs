@@ -116,3 +116,16 @@ pub enum CommandOutput {
     Config { upserted: usize, deleted: usize },
     Purged { count: usize },
 }
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match &self.command {
+            Command::Create { entity } => format!("create {:?} {}", entity.kind(), entity.id()),
+            Command::Upsert { entity } => format!("upsert {:?} {}", entity.kind(), entity.id()),
+            Command::Delete { kind, id } => format!("delete {kind:?} {id}"),
+            Command::ApplyConfig { entities, .. } => format!("config of {} entities", entities.len()),
+            Command::PurgeRevocations { now } => format!("purge revocations before {now}"),
+        };
+        write!(f, "{op} (request {})", self.request_id)
+    }
+}

@@ -1,2 +1,10 @@
 //! The replicated store: openraft types, the log store and state machine
 //! on sled, snapshots, and the network between nodes.
+
+pub mod codec;
+pub mod log_store;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod conformance;
