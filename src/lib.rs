@@ -5,5 +5,9 @@
 //! it owns.
 
 pub mod admin;
+pub mod cli;
+pub mod cli_admin;
 pub mod model;
+pub mod observe;
+pub mod settings;
 pub mod store;

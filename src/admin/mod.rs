@@ -4,3 +4,4 @@
 pub mod backend;
 
 pub use backend::{Backend, WriteError};
+pub mod interim;

@@ -123,7 +123,9 @@ impl std::fmt::Display for Proposal {
             Command::Create { entity } => format!("create {:?} {}", entity.kind(), entity.id()),
             Command::Upsert { entity } => format!("upsert {:?} {}", entity.kind(), entity.id()),
             Command::Delete { kind, id } => format!("delete {kind:?} {id}"),
-            Command::ApplyConfig { entities, .. } => format!("config of {} entities", entities.len()),
+            Command::ApplyConfig { entities, .. } => {
+                format!("config of {} entities", entities.len())
+            }
             Command::PurgeRevocations { now } => format!("purge revocations before {now}"),
         };
         write!(f, "{op} (request {})", self.request_id)

@@ -18,9 +18,7 @@ use sled::Transactional;
 use tokio::sync::{watch, Mutex};
 
 use super::codec::{decode, encode};
-use super::types::{
-    ApplyResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use super::types::{ApplyResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::model::State;
 
 const LAST_APPLIED: &[u8] = b"last_applied";

@@ -1,0 +1,166 @@
+//! The `raftgate` command line: `serve` runs a node; `cluster …` manages
+//! membership through a node's Admin API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::admin::Backend;
+use crate::observe::status::NodeProbe;
+use crate::settings::{load_or_create_secret, ServeArgs, Settings};
+use crate::store::auth::ClusterSecret;
+use crate::store::{Store, StoreConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftgate",
+    version,
+    about = "A Kong-compatible API gateway replicated over Raft"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Commands {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Inspect or change the cluster's membership.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        /// Admin API of any node.
+        #[arg(
+            long,
+            env = "RAFTGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:8001",
+            global = true
+        )]
+        admin: String,
+        /// Admin token, when the node requires one.
+        #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", global = true)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterAction {
+    /// Nodes, roles, leader, term, indexes and lag.
+    Status,
+    /// Add a node (its cluster address) as voter, or learner.
+    Join {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node from the membership.
+    Remove { node_id: u64 },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Commands::Serve(ServeArgs::default())) {
+        Commands::Serve(args) => serve(Settings::resolve(&args)?).await,
+        Commands::Cluster {
+            action,
+            admin,
+            token,
+        } => crate::cli_admin::cluster(&admin, token.as_deref(), action).await,
+    }
+}
+
+struct StoreProbe(Store);
+
+impl NodeProbe for StoreProbe {
+    fn ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn status(&self) -> serde_json::Value {
+        let state = self.0.state();
+        serde_json::json!({
+            "configuration_hash": format!("{:032x}", state.version()),
+            "cluster": self.0.cluster_info(),
+        })
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// Runs one node until SIGINT or SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let secret = load_or_create_secret(&settings.cluster_secret_file)?;
+    let store = Store::open(StoreConfig {
+        node_id: settings.node_id,
+        data_dir: settings.data_dir.clone(),
+        advertise: settings.cluster_advertise.clone(),
+        secret: ClusterSecret::new(&secret),
+        initial_cluster: settings.initial_cluster.clone(),
+        join: settings.join.clone(),
+        learner: settings.learner,
+    })
+    .await
+    .context("opening the store")?;
+
+    let cluster = bind(settings.cluster_listen, "cluster").await?;
+    let admin = bind(settings.admin_listen, "admin").await?;
+    let status = bind(settings.status_listen, "status").await?;
+    tracing::info!(
+        node_id = settings.node_id,
+        cluster = %settings.cluster_listen,
+        admin = %settings.admin_listen,
+        status = %settings.status_listen,
+        proxy = %settings.proxy_listen,
+        "raftgate node starting"
+    );
+
+    tokio::spawn(crate::store::server::serve(store.clone(), cluster));
+    let bootstrap = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = bootstrap.bootstrap().await {
+            tracing::error!(error = %e, "could not form or join the cluster");
+        }
+    });
+
+    let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
+    tokio::spawn(async move {
+        let _ = axum::serve(status, crate::observe::status::router(probe)).await;
+    });
+    let admin_router = crate::admin::interim::router(store.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(admin, admin_router).await;
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    tokio::time::timeout(Duration::from_secs(5), store.shutdown())
+        .await
+        .ok();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,4 @@
+//! What operators see: the status listener (`/status`, `/status/ready`,
+//! `/status/live`), metrics and access logs.
+
+pub mod status;

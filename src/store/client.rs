@@ -1,0 +1,94 @@
+//! The HTTP client every node uses to call its peers' cluster ports: one
+//! pooled keep-alive client, every request signed with the cluster secret.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::auth::{ClusterSecret, AUTH_HEADER};
+use super::codec::{decode, encode};
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The peer could not be connected to (down, or not listening).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The call was sent but its outcome is unknown (timeout, reset).
+    #[error("network: {0}")]
+    Network(String),
+    /// The peer answered with an error status.
+    #[error("peer answered {0}: {1}")]
+    Status(u16, String),
+}
+
+#[derive(Clone)]
+pub struct ClusterClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    secret: ClusterSecret,
+}
+
+impl ClusterClient {
+    pub fn new(secret: ClusterSecret) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_millis(500)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self { http, secret }
+    }
+
+    /// POSTs `req` to `http://{addr}{path}` and decodes the answer.
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| CallError::Network(e.to_string()))?;
+        let signature = self.secret.sign("POST", path, &body);
+        let request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(AUTH_HEADER, signature)
+            .header("content-type", "application/x-raftgate")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Network(e.to_string()))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::Unreachable(e.to_string())
+                } else {
+                    CallError::Network(e.to_string())
+                }
+            })?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CallError::Network(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(CallError::Status(
+                    status.as_u16(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+            decode(&bytes).map_err(|e| CallError::Network(e.to_string()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| CallError::Network(format!("timed out after {timeout:?}")))?
+    }
+}
