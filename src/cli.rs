@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Commands {
     /// Run one node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect or change the cluster's membership.
     Cluster {
         #[command(subcommand)]
@@ -65,7 +65,7 @@ pub enum ClusterAction {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Commands::Serve(ServeArgs::default())) {
+    match cli.command.unwrap_or(Commands::Serve(Box::default())) {
         Commands::Serve(args) => serve(Settings::resolve(&args)?).await,
         Commands::Cluster {
             action,
@@ -107,6 +107,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         initial_cluster: settings.initial_cluster.clone(),
         join: settings.join.clone(),
         learner: settings.learner,
+        snapshot_every: settings.snapshot_every,
     })
     .await
     .context("opening the store")?;

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Stay a non-voting member that serves traffic.
     #[arg(long, env = "RAFTGATE_LEARNER")]
     pub learner: Option<bool>,
+    /// Take a snapshot (and purge the log behind it) every N applied entries
+    /// [default: 5000].
+    #[arg(long, env = "RAFTGATE_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
     /// File of admin tokens, one `role:token` per line (role `admin` or
     /// `read-only`); required when the admin listener is not loopback.
     #[arg(long, env = "RAFTGATE_ADMIN_TOKENS_FILE")]
@@ -76,6 +80,7 @@ struct FileSettings {
     initial_cluster: Option<String>,
     join: Option<String>,
     learner: Option<bool>,
+    snapshot_every: Option<u64>,
     admin_tokens_file: Option<PathBuf>,
 }
 
@@ -94,6 +99,7 @@ pub struct Settings {
     pub initial_cluster: BTreeMap<u64, String>,
     pub join: Option<String>,
     pub learner: bool,
+    pub snapshot_every: u64,
     pub admin_tokens_file: Option<PathBuf>,
 }
 
@@ -182,6 +188,7 @@ impl Settings {
             initial_cluster,
             join,
             learner: pick!(learner).unwrap_or(false),
+            snapshot_every: pick!(snapshot_every).unwrap_or(5_000).max(1),
             admin_tokens_file: pick!(admin_tokens_file),
         })
     }

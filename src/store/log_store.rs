@@ -98,7 +98,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let entry: Entry = decode(&value)?;
                 Some(entry.log_id)
             }
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,

@@ -45,6 +45,8 @@ pub struct StoreConfig {
     pub join: Option<String>,
     /// Stay a non-voting member.
     pub learner: bool,
+    /// Snapshot every N applied entries.
+    pub snapshot_every: u64,
 }
 
 /// A request to add a node, sent to any member's cluster port.
@@ -67,15 +69,16 @@ struct Inner {
     applied: watch::Receiver<Applied>,
 }
 
-fn raft_config() -> Config {
+fn raft_config(snapshot_every: u64) -> Config {
     Config {
         cluster_name: "raftgate".to_string(),
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        // A snapshot every 5000 entries; logs behind it are purged.
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Logs behind a snapshot are purged, keeping a few for peers that
+        // lag only a little.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: snapshot_every / 5,
         enable_pre_vote: Some(true),
         ..Default::default()
     }
@@ -99,7 +102,11 @@ impl Store {
         let sm = StateMachine::open(&db)?;
         let applied = sm.subscribe();
         let client = ClusterClient::new(config.secret.clone());
-        let raft_cfg = Arc::new(raft_config().validate().map_err(io::Error::other)?);
+        let raft_cfg = Arc::new(
+            raft_config(config.snapshot_every)
+                .validate()
+                .map_err(io::Error::other)?,
+        );
         let raft = Raft::new(
             config.node_id,
             raft_cfg,

@@ -93,7 +93,7 @@ impl StateMachine {
         };
         let applied = Applied {
             state: Arc::new(state.clone()),
-            last_applied: last_applied.clone(),
+            last_applied,
             membership: membership.clone(),
         };
         let (published, _) = watch::channel(applied);
@@ -119,7 +119,7 @@ impl StateMachine {
     fn publish(&self, inner: &Inner) {
         self.published.send_replace(Applied {
             state: Arc::new(inner.state.clone()),
-            last_applied: inner.last_applied.clone(),
+            last_applied: inner.last_applied,
             membership: inner.membership.clone(),
         });
     }
@@ -169,7 +169,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, data) = {
             let inner = self.inner.lock().await;
             let meta = SnapshotMeta {
-                last_log_id: inner.last_applied.clone(),
+                last_log_id: inner.last_applied,
                 last_membership: inner.membership.clone(),
             };
             (meta, encode(&inner.state.records())?)
@@ -194,7 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let inner = self.inner.lock().await;
-        Ok((inner.last_applied.clone(), inner.membership.clone()))
+        Ok((inner.last_applied, inner.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -209,11 +209,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => ApplyResult(inner.state.apply(proposal)),
                 EntryPayload::Membership(membership) => {
                     inner.membership =
-                        StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
                     ApplyResult(Ok(crate::model::CommandOutput::Deleted))
                 }
             };
-            inner.last_applied = Some(entry.log_id.clone());
+            inner.last_applied = Some(entry.log_id);
             if let Some(responder) = responder {
                 responders.push((responder, result));
             }
@@ -278,7 +278,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.flush().await?;
 
         inner.state = state;
-        inner.last_applied = meta.last_log_id.clone();
+        inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         self.publish(&inner);
         Ok(())

@@ -1,0 +1,292 @@
+//! Black-box test harness: real `raftgate` processes on loopback, each with
+//! its own ports and data directory, driven over HTTP.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub proxy: u16,
+    pub admin: u16,
+    pub status: u16,
+    pub cluster: u16,
+    pub data_dir: PathBuf,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin, path)
+    }
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.proxy, path)
+    }
+    pub fn status_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.status, path)
+    }
+    pub fn cluster_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.cluster)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn start(&mut self, secret_file: &PathBuf) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgate"));
+        cmd.arg("serve")
+            .args(["--node-id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--cluster-secret-file")
+            .arg(secret_file)
+            .args(["--proxy-listen", &format!("127.0.0.1:{}", self.proxy)])
+            .args(["--proxy-tls-listen", "off"])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin)])
+            .args(["--status-listen", &format!("127.0.0.1:{}", self.status)])
+            .args(["--cluster-listen", &self.cluster_addr()])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,openraft=error")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn raftgate"));
+    }
+
+    /// SIGKILL, as `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_sigterm(child.id());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub secret_file: PathBuf,
+    pub nodes: Vec<Node>,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Cluster {
+    fn empty() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("cluster-secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        Cluster {
+            dir,
+            secret_file,
+            nodes: Vec::new(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn new_node(&self, id: u64, extra_args: Vec<String>) -> Node {
+        Node {
+            id,
+            proxy: free_port(),
+            admin: free_port(),
+            status: free_port(),
+            cluster: free_port(),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            extra_args,
+            child: None,
+            log: self.dir.path().join(format!("node{id}.log")),
+        }
+    }
+
+    /// `n` founding nodes started with the same `--initial-cluster`.
+    pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::empty();
+        let mut nodes: Vec<Node> = (1..=n).map(|id| cluster.new_node(id, vec![])).collect();
+        let initial: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("{}={}", node.id, node.cluster_addr()))
+            .collect();
+        for node in &mut nodes {
+            node.extra_args = vec!["--initial-cluster".into(), initial.join(",")];
+            node.extra_args
+                .extend(extra_args.iter().map(|s| s.to_string()));
+        }
+        // Start in reverse order: the order must not matter.
+        for node in nodes.iter_mut().rev() {
+            node.start(&cluster.secret_file);
+        }
+        cluster.nodes = nodes;
+        cluster.wait_ready_all(Duration::from_secs(30));
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).unwrap()
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let secret = self.secret_file.clone();
+        self.node_mut(id).start(&secret);
+    }
+
+    pub fn get(&self, url: &str) -> (u16, Value) {
+        match self.http.get(url).send() {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.json().unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub fn post(&self, url: &str, body: &Value) -> (u16, Value) {
+        match self.http.post(url).json(body).send() {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.json().unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub fn is_ready(&self, id: u64) -> bool {
+        self.get(&self.node(id).status_url("/status/ready")).0 == 200
+    }
+
+    pub fn wait_ready_all(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            while !self.is_ready(node.id) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} not ready in {timeout:?}; log:\n{}",
+                    node.id,
+                    node.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The cluster view as node `id` reports it.
+    pub fn cluster_view(&self, id: u64) -> Value {
+        self.get(&self.node(id).admin_url("/cluster")).1
+    }
+
+    /// The leader's id as seen by any running node, waiting for one.
+    pub fn leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let view = self.cluster_view(node.id);
+                if let Some(leader) = view["leader"].as_u64() {
+                    if self.node(leader).is_running() && view["state"] != "candidate" {
+                        let leader_view = self.cluster_view(leader);
+                        if leader_view["state"] == "leader" {
+                            return leader;
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Creates a service named `name` through node `via`.
+    pub fn create_service(&self, via: u64, name: &str) -> (u16, Value) {
+        self.post(
+            &self.node(via).admin_url("/services"),
+            &serde_json::json!({"name": name, "host": "example.com"}),
+        )
+    }
+
+    /// Waits until every running node has applied at least as far as the
+    /// furthest one, then returns each node's applied index.
+    pub fn wait_converged(&self, timeout: Duration) -> BTreeMap<u64, u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let applied: BTreeMap<u64, u64> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(|n| {
+                    let v = self.cluster_view(n.id);
+                    (n.id, v["last_applied_index"].as_u64().unwrap_or(0))
+                })
+                .collect();
+            let max = applied.values().max().copied().unwrap_or(0);
+            if applied.values().all(|v| *v == max) {
+                return applied;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not converge: {applied:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
