@@ -29,6 +29,14 @@ pub struct Cli {
 pub enum Commands {
     /// Run one node.
     Serve(Box<ServeArgs>),
+    /// Run a demo upstream that answers every request with JSON describing
+    /// it (stands in for the seed's user-service and account-service).
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "demo-service")]
+        name: String,
+    },
     /// Inspect or change the cluster's membership.
     Cluster {
         #[command(subcommand)]
@@ -67,6 +75,10 @@ pub enum ClusterAction {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Commands::Serve(Box::default())) {
         Commands::Serve(args) => serve(Settings::resolve(&args)?).await,
+        Commands::DemoUpstream { listen, name } => {
+            crate::demo::serve_echo(listen, name).await?;
+            Ok(())
+        }
         Commands::Cluster {
             action,
             admin,
@@ -108,6 +120,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         join: settings.join.clone(),
         learner: settings.learner,
         snapshot_every: settings.snapshot_every,
+        source_ip: settings.cluster_source_ip,
     })
     .await
     .context("opening the store")?;

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// node's entry in --initial-cluster, else --cluster-listen].
     #[arg(long, env = "RAFTGATE_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
+    /// Local IP that outgoing cluster connections bind to (for hosts with
+    /// several addresses) [default: chosen by the OS].
+    #[arg(long, env = "RAFTGATE_CLUSTER_SOURCE_IP")]
+    pub cluster_source_ip: Option<std::net::IpAddr>,
     /// File holding the cluster secret [default: DATA_DIR/cluster-secret,
     /// generated on first start].
     #[arg(long, env = "RAFTGATE_CLUSTER_SECRET_FILE")]
@@ -76,6 +80,7 @@ struct FileSettings {
     status_listen: Option<SocketAddr>,
     cluster_listen: Option<SocketAddr>,
     cluster_advertise: Option<String>,
+    cluster_source_ip: Option<std::net::IpAddr>,
     cluster_secret_file: Option<PathBuf>,
     initial_cluster: Option<String>,
     join: Option<String>,
@@ -95,6 +100,7 @@ pub struct Settings {
     pub status_listen: SocketAddr,
     pub cluster_listen: SocketAddr,
     pub cluster_advertise: String,
+    pub cluster_source_ip: Option<std::net::IpAddr>,
     pub cluster_secret_file: PathBuf,
     pub initial_cluster: BTreeMap<u64, String>,
     pub join: Option<String>,
@@ -185,6 +191,7 @@ impl Settings {
             status_listen: pick!(status_listen).unwrap_or(parse_addr("0.0.0.0:8100", "")?),
             cluster_listen,
             cluster_advertise,
+            cluster_source_ip: pick!(cluster_source_ip),
             initial_cluster,
             join,
             learner: pick!(learner).unwrap_or(false),

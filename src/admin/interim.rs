@@ -28,7 +28,7 @@ fn error(e: WriteError) -> Response {
 
 pub fn router<B: Backend>(backend: B) -> Router {
     Router::new()
-        .route("/services", post(create_service::<B>))
+        .route("/services", post(create_service::<B>).get(list_services::<B>))
         .route("/services/{id}", get(get_service::<B>))
         .route("/cluster", get(cluster::<B>))
         .route("/cluster/nodes", post(add_node::<B>))
@@ -60,6 +60,11 @@ async fn create_service<B: Backend>(
         Ok(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Err(e) => error(e),
     }
+}
+
+async fn list_services<B: Backend>(State(b): State<B>) -> Response {
+    let data: Vec<serde_json::Value> = b.state().iter(EntityKind::Service).map(|e| e.to_json()).collect();
+    Json(serde_json::json!({"data": data, "next": null})).into_response()
 }
 
 async fn get_service<B: Backend>(State(b): State<B>, Path(id): Path<Uuid>) -> Response {

@@ -35,8 +35,10 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
-    pub fn new(secret: ClusterSecret) -> Self {
+    /// `source_ip`: local address outgoing connections bind to.
+    pub fn new(secret: ClusterSecret, source_ip: Option<std::net::IpAddr>) -> Self {
         let mut connector = HttpConnector::new();
+        connector.set_local_address(source_ip);
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_millis(500)));
         let http = Client::builder(TokioExecutor::new())

@@ -47,6 +47,8 @@ pub struct StoreConfig {
     pub learner: bool,
     /// Snapshot every N applied entries.
     pub snapshot_every: u64,
+    /// Local IP for outgoing cluster connections.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// A request to add a node, sent to any member's cluster port.
@@ -101,7 +103,7 @@ impl Store {
         let log = LogStore::open(&db)?;
         let sm = StateMachine::open(&db)?;
         let applied = sm.subscribe();
-        let client = ClusterClient::new(config.secret.clone());
+        let client = ClusterClient::new(config.secret.clone(), config.source_ip);
         let raft_cfg = Arc::new(
             raft_config(config.snapshot_every)
                 .validate()
@@ -432,9 +434,25 @@ impl Store {
             "last_applied_index": m.last_applied.as_ref().map(|l| l.index),
             "snapshot_index": m.snapshot.as_ref().map(|l| l.index),
             "config_version": self.inner.applied.borrow().state.version(),
+            "state_digest": self.state_digest(),
             "ready": self.is_ready(),
             "nodes": nodes,
         })
+    }
+
+    /// SHA-256 of every record of the applied state: equal on two nodes
+    /// exactly when they hold the same state.
+    pub fn state_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let state = self.inner.applied.borrow().state.clone();
+        let mut hasher = Sha256::new();
+        for (key, value) in state.records() {
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(&key);
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(&value);
+        }
+        hex::encode(hasher.finalize())
     }
 
     pub async fn shutdown(&self) {

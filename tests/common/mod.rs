@@ -12,6 +12,18 @@ use serde_json::Value;
 
 pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
+/// The raftgate binary: `$RAFTGATE_BIN`, else the one cargo built for
+/// these tests.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("RAFTGATE_BIN") {
+        return PathBuf::from(path);
+    }
+    match option_env!("CARGO_BIN_EXE_raftgate") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from("target/release/raftgate"),
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -57,7 +69,7 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftgate"));
+        let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .args(["--node-id", &self.id.to_string()])
             .arg("--data-dir")
@@ -88,7 +100,7 @@ impl Node {
     /// SIGTERM and wait for the exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            unsafe_sigterm(child.id());
+            sigterm(child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -101,12 +113,27 @@ impl Node {
         }
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the running process.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Deletes the node's data directory (the node must be stopped).
+    pub fn wipe(&self) {
+        assert!(self.child.is_none(), "wipe a running node");
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-fn unsafe_sigterm(pid: u32) {
+fn sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -157,16 +184,28 @@ impl Cluster {
 
     /// `n` founding nodes started with the same `--initial-cluster`.
     pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_custom(n, |node| node.cluster_addr(), |_| {
+            extra_args.iter().map(|s| s.to_string()).collect()
+        })
+    }
+
+    /// Like `start`, with each node's address in `--initial-cluster` and
+    /// its extra flags chosen by the caller.
+    pub fn start_custom(
+        n: u64,
+        address: impl Fn(&Node) -> String,
+        extra_args: impl Fn(&Node) -> Vec<String>,
+    ) -> Cluster {
         let mut cluster = Cluster::empty();
         let mut nodes: Vec<Node> = (1..=n).map(|id| cluster.new_node(id, vec![])).collect();
         let initial: Vec<String> = nodes
             .iter()
-            .map(|node| format!("{}={}", node.id, node.cluster_addr()))
+            .map(|node| format!("{}={}", node.id, address(node)))
             .collect();
         for node in &mut nodes {
-            node.extra_args = vec!["--initial-cluster".into(), initial.join(",")];
-            node.extra_args
-                .extend(extra_args.iter().map(|s| s.to_string()));
+            let mut args = vec!["--initial-cluster".into(), initial.join(",")];
+            args.extend(extra_args(node));
+            node.extra_args = args;
         }
         // Start in reverse order: the order must not matter.
         for node in nodes.iter_mut().rev() {
@@ -192,6 +231,17 @@ impl Cluster {
 
     pub fn get(&self, url: &str) -> (u16, Value) {
         match self.http.get(url).send() {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.json().unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub fn http_delete(&self, url: &str) -> (u16, Value) {
+        match self.http.delete(url).send() {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let body = resp.json().unwrap_or(Value::Null);

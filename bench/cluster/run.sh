@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Admin write throughput and failover time on a 3-node loopback cluster.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release --bin raftgate --example bench-cluster
+RAFTGATE_BIN="$PWD/target/release/raftgate" ./target/release/examples/bench-cluster

@@ -1,0 +1,226 @@
+//! The workload run during a scenario, its history, and the checker.
+//!
+//! Writes create services with unique names. Each is recorded as `ok`
+//! (201: acknowledged), `failed` (a definite refusal: 4xx, or the
+//! connection was refused so nothing was sent), or `unknown` (timeout,
+//! reset, 5xx: it may or may not have been applied), as Jepsen classifies
+//! outcomes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::Cluster;
+
+const WRITERS: usize = 4;
+const PAUSE: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Failed,
+    Unknown,
+}
+
+#[derive(Default, Clone)]
+pub struct History {
+    /// name → (id when acknowledged, outcome)
+    pub writes: BTreeMap<String, (Option<String>, Status)>,
+    /// (node, proxied request succeeded) samples taken on surviving nodes.
+    pub proxied: Vec<(u64, bool)>,
+}
+
+impl History {
+    fn count(&self, s: Status) -> usize {
+        self.writes.values().filter(|(_, st)| *st == s).count()
+    }
+    pub fn ok(&self) -> usize {
+        self.count(Status::Ok)
+    }
+    pub fn failed(&self) -> usize {
+        self.count(Status::Failed)
+    }
+    pub fn unknown(&self) -> usize {
+        self.count(Status::Unknown)
+    }
+    pub fn proxy_success_pct(&self) -> String {
+        if self.proxied.is_empty() {
+            return "-".into();
+        }
+        let ok = self.proxied.iter().filter(|(_, ok)| *ok).count();
+        format!("{:.2}", 100.0 * ok as f64 / self.proxied.len() as f64)
+    }
+}
+
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workload {
+    pub fn start(cluster: &Cluster, scenario: &str) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let history = Arc::new(Mutex::new(History::default()));
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.admin).collect();
+        let threads = (0..WRITERS)
+            .map(|w| {
+                let stop = stop.clone();
+                let history = history.clone();
+                let ports = ports.clone();
+                let scenario = scenario.to_string();
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .build()
+                        .unwrap();
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let port = ports[(w + i) % ports.len()];
+                        let name = format!("chaos-{scenario}-{w}-{i}");
+                        let outcome = write(&http, port, &name);
+                        history.lock().unwrap().writes.insert(name, outcome);
+                        i += 1;
+                        std::thread::sleep(PAUSE);
+                    }
+                })
+            })
+            .collect();
+        Workload {
+            stop,
+            history,
+            threads,
+        }
+    }
+
+    pub fn stop(self) -> History {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let history = self.history.lock().unwrap().clone();
+        history
+    }
+}
+
+fn write(http: &reqwest::blocking::Client, port: u16, name: &str) -> (Option<String>, Status) {
+    let resp = http
+        .post(format!("http://127.0.0.1:{port}/services"))
+        .json(&json!({"name": name, "host": "example.com"}))
+        .send();
+    match resp {
+        Ok(r) => {
+            let code = r.status().as_u16();
+            match code {
+                201 => {
+                    let body: Value = r.json().unwrap_or(Value::Null);
+                    (body["id"].as_str().map(str::to_string), Status::Ok)
+                }
+                400..=499 => (None, Status::Failed),
+                _ => (None, Status::Unknown),
+            }
+        }
+        Err(e) if e.is_connect() => (None, Status::Failed),
+        Err(_) => (None, Status::Unknown),
+    }
+}
+
+pub struct Check {
+    pub lost: usize,
+    pub phantom: usize,
+    pub divergent: bool,
+    pub errors: Vec<String>,
+}
+
+/// Every service name on a node, through the paginated Admin API.
+fn services_on(cluster: &Cluster, node: u64) -> Result<BTreeSet<String>, String> {
+    let mut names = BTreeSet::new();
+    let mut path = "/services?size=1000".to_string();
+    loop {
+        let (status, body) = cluster.get(&cluster.node(node).admin_url(&path));
+        if status != 200 {
+            return Err(format!("node {node} answered {status} to {path}"));
+        }
+        for svc in body["data"].as_array().cloned().unwrap_or_default() {
+            if let Some(name) = svc["name"].as_str() {
+                names.insert(name.to_string());
+            }
+        }
+        match body["next"].as_str() {
+            Some(next) => path = next.to_string(),
+            None => return Ok(names),
+        }
+    }
+}
+
+pub fn check(cluster: &Cluster, history: &History) -> Check {
+    let mut errors = Vec::new();
+    let acked: BTreeSet<&String> = history
+        .writes
+        .iter()
+        .filter(|(_, (_, s))| *s == Status::Ok)
+        .map(|(name, _)| name)
+        .collect();
+    let issued: BTreeSet<&String> = history.writes.keys().collect();
+    let mut lost = BTreeSet::new();
+    let mut phantom = BTreeSet::new();
+    let mut digests = BTreeMap::new();
+    for node in cluster.nodes.iter().filter(|n| n.is_running()) {
+        match services_on(cluster, node.id) {
+            Ok(names) => {
+                for name in &acked {
+                    if !names.contains(*name) {
+                        lost.insert((*name).clone());
+                    }
+                }
+                for name in &names {
+                    if !issued.contains(name) {
+                        phantom.insert(name.clone());
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        let view = cluster.cluster_view(node.id);
+        digests.insert(node.id, view["state_digest"].as_str().unwrap_or("").to_string());
+    }
+    let distinct: BTreeSet<&String> = digests.values().collect();
+    let divergent = distinct.len() != 1;
+    if !lost.is_empty() {
+        errors.push(format!("{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.iter().next()));
+    }
+    if !phantom.is_empty() {
+        errors.push(format!("{} writes never issued appeared", phantom.len()));
+    }
+    if divergent {
+        errors.push(format!("nodes hold different states: {digests:?}"));
+    }
+    let by_node: BTreeMap<u64, (usize, usize)> =
+        history
+            .proxied
+            .iter()
+            .fold(BTreeMap::new(), |mut acc, (node, ok)| {
+                let e = acc.entry(*node).or_insert((0, 0));
+                e.0 += 1;
+                if *ok {
+                    e.1 += 1;
+                }
+                acc
+            });
+    for (node, (total, ok)) in by_node {
+        let failed = total - ok;
+        if failed as f64 > total as f64 * 0.001 {
+            errors.push(format!("node {node}: {failed} of {total} proxied requests failed"));
+        }
+    }
+    Check {
+        lost: lost.len(),
+        phantom: phantom.len(),
+        divergent,
+        errors,
+    }
+}
