@@ -110,6 +110,8 @@ pub enum Command {
 /// What a successfully applied command returns to its caller.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
+// Unboxed on purpose: one is built per write, and callers match on it.
+#[allow(clippy::large_enum_variant)]
 pub enum CommandOutput {
     Entity { entity: Entity },
     Deleted,

@@ -6,6 +6,7 @@ pub mod command;
 pub mod entities;
 pub mod errors;
 pub mod plugin_schemas;
+pub mod relations;
 pub mod state;
 pub mod validate;
 
