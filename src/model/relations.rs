@@ -167,6 +167,33 @@ pub fn references(entity: &Entity) -> Vec<Reference> {
     out
 }
 
+/// The entity's tags (empty when it has none or its kind has no tags).
+pub fn tags(entity: &Entity) -> &[String] {
+    let tags = match entity {
+        Entity::Service(e) => &e.tags,
+        Entity::Route(e) => &e.tags,
+        Entity::Upstream(e) => &e.tags,
+        Entity::Target(e) => &e.tags,
+        Entity::Consumer(e) => &e.tags,
+        Entity::ConsumerGroup(e) => &e.tags,
+        Entity::Plugin(e) => &e.tags,
+        Entity::JwtCredential(e) => &e.tags,
+        Entity::KeyAuthCredential(e) => &e.tags,
+        Entity::AclCredential(e) => &e.tags,
+        Entity::Certificate(e) => &e.tags,
+        Entity::Sni(e) => &e.tags,
+        Entity::JwtRevocation(e) => &e.tags,
+        Entity::ConsumerGroupMember(_) => return &[],
+    };
+    tags.as_deref().unwrap_or(&[])
+}
+
+/// Kinds a declarative config manages (and `delete_missing` may delete):
+/// everything but the revocation list, which is not configuration.
+pub fn is_config_kind(kind: EntityKind) -> bool {
+    kind != EntityKind::JwtRevocation
+}
+
 /// Renders a string the way Kong prints it inside a unique-violation key.
 pub fn quoted(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
