@@ -3,6 +3,7 @@
 //! Nothing here does I/O, reads a clock or draws a random number.
 
 pub mod command;
+pub mod declarative;
 pub mod entities;
 pub mod errors;
 pub mod plugin_schemas;
