@@ -41,6 +41,12 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x7261_6674_6761_7465_8000_6b6f_6e67_
 
 /// Parses a declarative config in YAML or JSON (JSON is YAML).
 pub fn parse(text: &str) -> Result<DeclarativeConfig, ApplyError> {
+    // JSON is YAML, but the JSON parser is many times faster on big files.
+    if text.trim_start().starts_with('{') {
+        if let Ok(doc) = serde_json::from_str::<Value>(text) {
+            return parse_value(doc);
+        }
+    }
     let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
         ApplyError::field(
             "@entity",
@@ -654,6 +660,7 @@ consumer_groups:
     plugins:
       - name: rate-limiting
         config: { minute: 1000 }
+        instance_name: premium-limit
 consumers:
   - username: mobile-app
     groups: [{ name: premium }]
@@ -665,8 +672,8 @@ consumers:
     acls:
       - group: admins
     plugins:
-      - name: acl
-        config: { allow: [admins] }
+      - name: rate-limiting
+        config: { second: 5 }
 jwt_secrets:
   - consumer: mobile-app
     key: second-iss
@@ -806,6 +813,24 @@ certificates:
             .clone();
         assert_eq!(f["services"]["0"]["url"], "invalid url");
         assert!(parse("{{{").is_err());
+    }
+
+    #[test]
+    fn a_big_file_parses_quickly() {
+        let consumers: Vec<Value> = (0..10_000)
+            .map(|i| json!({"username": format!("user-{i}"), "jwt_secrets": [{"key": format!("iss-{i}"), "secret": "s"}]}))
+            .collect();
+        let services: Vec<Value> = (0..1_000)
+            .map(|i| json!({"name": format!("svc-{i}"), "url": "http://backend:8080", "routes": [{"paths": [format!("/s/{i}")]}]}))
+            .collect();
+        let text = json!({"_format_version": "3.0", "consumers": consumers, "services": services})
+            .to_string();
+        let start = std::time::Instant::now();
+        let cfg = parse(&text).expect("big config");
+        let took = start.elapsed();
+        eprintln!("parsing 22,000 entities took {took:?}");
+        assert_eq!(cfg.entities.len(), 22_000);
+        assert!(took.as_secs_f64() < 10.0, "{took:?}");
     }
 
     #[test]

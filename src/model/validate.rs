@@ -433,6 +433,16 @@ fn plugin(p: &Plugin, mut errs: FieldErrors) -> Result<(), ApplyError> {
             errs.field("protocols", one_of_message(ROUTE_PROTOCOLS));
         }
     }
+    // Kong's `no_consumer` plugins: authentication decides the consumer,
+    // so they cannot be scoped to one.
+    if matches!(p.name.as_str(), "jwt" | "key-auth" | "acl" | "cors") {
+        if p.consumer.is_some() {
+            errs.field("consumer", "value must be null");
+        }
+        if p.consumer_group.is_some() {
+            errs.field("consumer_group", "value must be null");
+        }
+    }
     tags(&p.tags, &mut errs);
     match plugin_schemas::normalize_config(&p.name, p.config.clone()) {
         Ok(_) => errs.into_result(),
@@ -693,6 +703,34 @@ mod tests {
         assert!(f["cert"].is_string() && f["key"].is_string());
         assert!(check("snis", json!({"name": "*.example.com", "certificate": u})).is_ok());
         assert!(check("snis", json!({"name": "bad name", "certificate": u})).is_err());
+    }
+
+    #[test]
+    fn plugin_rules() {
+        let c = json!({"id": Uuid::nil()});
+        assert!(check(
+            "plugins",
+            json!({"name": "rate-limiting", "consumer": c, "config": {"minute": 1}})
+        )
+        .is_ok());
+        let f = check("plugins", json!({"name": "jwt", "consumer": c})).unwrap_err();
+        assert_eq!(f["consumer"], "value must be null");
+        let f = check(
+            "plugins",
+            json!({"name": "rate-limiting", "protocols": ["gopher"],
+            "config": {"hour": 1, "second": 2}}),
+        )
+        .unwrap_err();
+        assert!(f["protocols"].is_string());
+        assert_eq!(
+            f["@entity"][0],
+            "The limit for hour(1.0) cannot be lower than the limit for second(2.0)"
+        );
+        let f = check("plugins", json!({"name": "nope"})).unwrap_err();
+        assert_eq!(
+            f["name"],
+            "plugin 'nope' not enabled; add it to the 'plugins' configuration property"
+        );
     }
 
     #[test]
