@@ -126,15 +126,7 @@ const RATE_LIMITING: &[Field] = &[
     f("year", POSITIVE, "null"),
     f(
         "limit_by",
-        Ty::OneOf(&[
-            "consumer",
-            "consumer-group",
-            "credential",
-            "ip",
-            "service",
-            "header",
-            "path",
-        ]),
+        Ty::OneOf(&["consumer", "credential", "ip", "service", "header", "path"]),
         r#""consumer""#,
     ),
     f("header_name", Ty::Str, "null"),
@@ -522,41 +514,54 @@ fn ip_restriction_rules(config: &Map<String, Value>, errs: &mut FieldErrors) {
     at_least_one_of(config, &["allow", "deny"], errs);
 }
 
-fn rate_limiting_rules(config: &Map<String, Value>, errs: &mut FieldErrors) {
-    at_least_one_of(config, &PERIODS, errs);
-    // Kong checks that a longer period never allows fewer requests.
+/// A longer period may not allow fewer requests than a shorter one.
+fn periods_order(config: &Map<String, Value>) -> Option<String> {
     let limits: Vec<(&str, f64)> = PERIODS
         .iter()
         .filter_map(|p| Some((*p, config.get(*p)?.as_f64()?)))
         .collect();
-    'outer: for (i, (short, short_limit)) in limits.iter().enumerate() {
+    for (i, (short, short_limit)) in limits.iter().enumerate() {
         for (long, long_limit) in &limits[i + 1..] {
             if long_limit < short_limit {
-                errs.entity(format!(
+                return Some(format!(
                     "The limit for {long}({long_limit:.1}) cannot be lower than the limit for {short}({short_limit:.1})"
                 ));
-                break 'outer;
             }
         }
     }
-    match config.get("policy").and_then(Value::as_str) {
-        Some("local") | Some("cluster") => {}
-        Some("redis") => errs.at(
-            &["config", "policy"],
-            "policy 'redis' is not supported: raftgate has no Redis; use 'cluster' \
-             (counters shared between the gateway's nodes) or 'local'",
-        ),
-        _ => errs.at(&["config", "policy"], "expected one of: local, cluster"),
-    }
-    if config
-        .get("sync_rate")
-        .and_then(Value::as_f64)
-        .is_some_and(|r| r != -1.0)
-    {
-        errs.at(
-            &["config", "sync_rate"],
-            "sync_rate can only be used with the redis policy",
-        );
+    None
+}
+
+fn rate_limiting_rules(config: &Map<String, Value>, errs: &mut FieldErrors) {
+    at_least_one_of(config, &PERIODS, errs);
+    // Kong checks that a longer period never allows fewer requests.
+    let policy_ok = match config.get("policy").and_then(Value::as_str) {
+        Some("local") | Some("cluster") => true,
+        Some("redis") => {
+            errs.at(
+                &["config", "policy"],
+                "policy 'redis' is not supported: raftgate has no Redis; use 'cluster' \
+                 (counters shared between the gateway's nodes) or 'local'",
+            );
+            false
+        }
+        _ => {
+            errs.at(&["config", "policy"], "expected one of: local, cluster");
+            false
+        }
+    };
+    // Kong's record-level validator: runs once the fields are valid, and
+    // its message sits on `config` itself.
+    if policy_ok {
+        if let Some(message) = periods_order(config) {
+            errs.field("config", message);
+        } else if config
+            .get("sync_rate")
+            .and_then(Value::as_f64)
+            .is_some_and(|r| r != -1.0)
+        {
+            errs.field("config", "sync_rate can only be used with the redis policy");
+        }
     }
     required_if(config, "limit_by", "header", "header_name", errs);
     required_if(config, "limit_by", "path", "path", errs);
@@ -615,8 +620,13 @@ mod tests {
         assert_eq!(f["@entity"], json!(["at least one of these fields must be non-empty: 'config.second', 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'"]));
         let f = fields("rate-limiting", json!({"second": 20, "hour": 10}));
         assert_eq!(
-            f["@entity"],
-            json!(["The limit for hour(10.0) cannot be lower than the limit for second(20.0)"])
+            f["config"],
+            "The limit for hour(10.0) cannot be lower than the limit for second(20.0)"
+        );
+        let f = fields("rate-limiting", json!({"minute": 1, "sync_rate": 5}));
+        assert_eq!(
+            f["config"],
+            "sync_rate can only be used with the redis policy"
         );
         let f = fields("rate-limiting", json!({"minute": 1, "policy": "redis"}));
         assert!(f["config"]["policy"]

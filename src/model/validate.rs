@@ -485,7 +485,10 @@ fn jwt_credential(c: &JwtCredential, errs: &mut FieldErrors) {
             Some(key)
                 if !looks_like_pem(key, "PUBLIC KEY") && !looks_like_pem(key, "CERTIFICATE") =>
             {
-                errs.entity("invalid key");
+                // Kong runs the key's validator inside the conditional's
+                // "then", so a bad key fails the conditional as well.
+                errs.field("rsa_public_key", "invalid key");
+                errs.entity("failed conditional validation given value of field 'algorithm'");
             }
             Some(_) => {}
         }
@@ -661,7 +664,11 @@ mod tests {
             "rsa_public_key": "not a key"}),
         )
         .unwrap_err();
-        assert_eq!(f["@entity"], json!(["invalid key"]));
+        assert_eq!(f["rsa_public_key"], "invalid key");
+        assert_eq!(
+            f["@entity"],
+            json!(["failed conditional validation given value of field 'algorithm'"])
+        );
         assert!(check(
             "jwt_secrets",
             json!({"consumer": c, "key": "k", "algorithm": "EdDSA",
@@ -723,7 +730,7 @@ mod tests {
         .unwrap_err();
         assert!(f["protocols"].is_string());
         assert_eq!(
-            f["@entity"][0],
+            f["config"],
             "The limit for hour(1.0) cannot be lower than the limit for second(2.0)"
         );
         let f = check("plugins", json!({"name": "nope"})).unwrap_err();
