@@ -81,7 +81,9 @@ pub fn validate_entity(entity: &Entity) -> Result<(), ApplyError> {
             tags(&c.tags, &mut errs);
         }
         Entity::Sni(s) => {
-            if !is_wildcard_host(&s.name) {
+            if s.name.parse::<IpAddr>().is_ok() {
+                errs.field("name", "must not be an IP");
+            } else if !is_wildcard_host(&s.name) {
                 errs.field("name", format!("invalid value: {}", s.name));
             }
             tags(&s.tags, &mut errs);
@@ -246,6 +248,16 @@ fn service(s: &Service, errs: &mut FieldErrors) {
             errs.field("path", "should start with: /");
         } else if path.contains("//") {
             errs.field("path", "must not have empty segments");
+        } else if !path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "./-_~%:@!$&'()*+,;=".contains(c))
+        {
+            errs.field(
+                "path",
+                format!(
+                    "invalid path: '{path}' (characters outside of the reserved list of RFC 3986 found)"
+                ),
+            );
         }
         if matches!(s.protocol.as_str(), "tcp" | "tls" | "grpc" | "grpcs") {
             errs.entity(format!(
@@ -572,6 +584,11 @@ mod tests {
         assert_eq!(f["retries"], "value should be between 0 and 32767");
         let f = check("services", json!({"host": "example.com:80"})).unwrap_err();
         assert_eq!(f["host"], "must not have a port");
+        let f = check("services", json!({"host": "h", "path": "/a b"})).unwrap_err();
+        assert_eq!(
+            f["path"],
+            "invalid path: '/a b' (characters outside of the reserved list of RFC 3986 found)"
+        );
         let f = check("services", json!({"host": "h", "name": "bad name"})).unwrap_err();
         assert!(f["name"]
             .as_str()
@@ -710,6 +727,8 @@ mod tests {
         assert!(f["cert"].is_string() && f["key"].is_string());
         assert!(check("snis", json!({"name": "*.example.com", "certificate": u})).is_ok());
         assert!(check("snis", json!({"name": "bad name", "certificate": u})).is_err());
+        let f = check("snis", json!({"name": "10.0.0.1", "certificate": u})).unwrap_err();
+        assert_eq!(f["name"], "must not be an IP");
     }
 
     #[test]
