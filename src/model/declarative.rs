@@ -14,7 +14,7 @@
 //! Timestamps: `created_at`/`updated_at` are 0 unless the file gives them,
 //! so that re-applying an unchanged file changes nothing (no clock here).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -298,6 +298,7 @@ impl Walker {
         order.sort_by_key(|i| relations::rank(self.items[*i].kind));
         let mut ids: Vec<Option<Uuid>> = vec![None; self.items.len()];
         let mut names: HashMap<(EntityKind, String), Uuid> = HashMap::new();
+        let mut seen: HashSet<(EntityKind, Uuid)> = HashSet::new();
         let mut errs = FieldErrors::new();
         let mut entities = Vec::with_capacity(self.items.len());
         for i in order {
@@ -370,8 +371,31 @@ impl Walker {
                 }
             };
             ids[i] = Some(id);
-            for key in name_keys(item.kind, &item.obj) {
-                names.insert((item.kind, key), id);
+            if !seen.insert((item.kind, id)) {
+                // A membership written on both sides is one membership.
+                if item.kind != EntityKind::ConsumerGroupMember {
+                    errs.at(
+                        &path,
+                        format!(
+                            "uniqueness violation: '{}' entity with primary key set to '{id}' already declared",
+                            item.kind.collection()
+                        ),
+                    );
+                }
+                continue;
+            }
+            for (field, key) in name_keys(item.kind, &item.obj) {
+                if let Some(other) = names.insert((item.kind, key.clone()), id) {
+                    if other != id {
+                        errs.at(
+                            &path,
+                            format!(
+                                "uniqueness violation: '{}' entity with {field} set to '{key}' already declared",
+                                item.kind.collection()
+                            ),
+                        );
+                    }
+                }
             }
             let obj = std::mem::take(&mut item.obj);
             match Entity::from_json(item.kind, Value::Object(obj)) {
@@ -434,16 +458,23 @@ fn add_tags(obj: &mut Map<String, Value>, select_tags: &[String]) {
     obj.insert("tags".into(), Value::Array(tags));
 }
 
-/// The names by which other entries of the file may refer to this one.
-fn name_keys(kind: EntityKind, obj: &Map<String, Value>) -> Vec<String> {
+/// The names by which other entries of the file may refer to this one,
+/// with the field each comes from.
+fn name_keys(kind: EntityKind, obj: &Map<String, Value>) -> Vec<(&'static str, String)> {
     let fields: &[&str] = match kind {
         EntityKind::Consumer => &["username", "custom_id"],
         EntityKind::JwtCredential | EntityKind::KeyAuthCredential => &["key"],
-        _ => &["name"],
+        EntityKind::Plugin => &["instance_name"],
+        EntityKind::Service
+        | EntityKind::Route
+        | EntityKind::Upstream
+        | EntityKind::ConsumerGroup
+        | EntityKind::Sni => &["name"],
+        _ => &[],
     };
     fields
         .iter()
-        .filter_map(|f| obj.get(*f).and_then(Value::as_str).map(String::from))
+        .filter_map(|f| Some((*f, obj.get(*f).and_then(Value::as_str)?.to_string())))
         .collect()
 }
 
@@ -486,8 +517,13 @@ fn natural_key(
     let s = |f: &str| obj.get(f).and_then(Value::as_str).map(String::from);
     let scoped = |own: Option<String>| match own {
         Some(own) => format!("{}|{own}", parent_ids.join(",")),
-        // Nothing names it: its parents and its place in the file do.
-        None => format!("{}|{}", parent_ids.join(","), path.join(".")),
+        // Nothing names it: its parents and its place among its siblings
+        // do (the whole path for a top-level entry).
+        None if parent_ids.is_empty() => format!("|{}", path.join(".")),
+        None => {
+            let tail = path.len().saturating_sub(2);
+            format!("{}|{}", parent_ids.join(","), path[tail..].join("."))
+        }
     };
     match kind {
         EntityKind::Service
@@ -831,6 +867,33 @@ certificates:
         eprintln!("parsing 22,000 entities took {took:?}");
         assert_eq!(cfg.entities.len(), 22_000);
         assert!(took.as_secs_f64() < 10.0, "{took:?}");
+    }
+
+    #[test]
+    fn duplicates_in_a_file_are_reported() {
+        let yaml = "_format_version: '3.0'\nservices:\n  - name: a\n    host: a\n  - name: a\n    host: b\n";
+        let f = parse(yaml).unwrap_err().to_json()["fields"].clone();
+        assert_eq!(
+            f["services"]["1"],
+            "uniqueness violation: 'services' entity with primary key set to '".to_string()
+                + &Uuid::new_v5(&ID_NAMESPACE, b"services:a").to_string()
+                + "' already declared"
+        );
+        let yaml = "_format_version: '3.0'\nconsumers:\n  - username: a\n  - id: 5f8c4a6e-0000-4000-8000-000000000001\n    username: a\n";
+        let f = parse(yaml).unwrap_err().to_json()["fields"].clone();
+        assert_eq!(
+            f["consumers"]["1"],
+            "uniqueness violation: 'consumers' entity with username set to 'a' already declared"
+        );
+        // A membership written on both sides is fine.
+        let yaml = "_format_version: '3.0'\nconsumer_groups:\n  - name: g\n    consumers: [{username: a}]\nconsumers:\n  - username: a\n    groups: [g]\n";
+        let cfg = parse(yaml).expect("config");
+        let members = cfg
+            .entities
+            .iter()
+            .filter(|e| e.kind() == EntityKind::ConsumerGroupMember)
+            .count();
+        assert_eq!(members, 1);
     }
 
     #[test]
