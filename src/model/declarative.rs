@@ -229,24 +229,10 @@ impl Walker {
             EntityKind::ConsumerGroup => obj.remove("consumers"),
             _ => None,
         };
-        if kind == EntityKind::Service {
-            if let Some(url) = obj.remove("url") {
-                match url.as_str().and_then(split_url) {
-                    Some((protocol, host, port, url_path)) => {
-                        obj.insert("protocol".into(), protocol.into());
-                        obj.insert("host".into(), host.into());
-                        obj.insert("port".into(), port.into());
-                        if let Some(p) = url_path {
-                            obj.insert("path".into(), p.into());
-                        }
-                    }
-                    None => {
-                        let mut at = path.to_vec();
-                        at.push("url");
-                        errs.at(&at, "invalid url");
-                    }
-                }
-            }
+        if kind == EntityKind::Service && !expand_service_url(&mut obj) {
+            let mut at = path.to_vec();
+            at.push("url");
+            errs.at(&at, "invalid url");
         }
         let mut refs = Vec::new();
         if let Some((field, parent_index)) = parent {
@@ -547,6 +533,25 @@ fn natural_key(
         EntityKind::Certificate => s("cert").unwrap_or_else(|| scoped(None)),
         EntityKind::JwtRevocation => scoped(Some(Value::Object(obj.clone()).to_string())),
     }
+}
+
+/// Replaces a service's `url` shorthand (if any) by `protocol`, `host`,
+/// `port` and `path`, as Kong does for the Admin API and declarative
+/// files. Returns false if the url cannot be split.
+pub fn expand_service_url(obj: &mut Map<String, Value>) -> bool {
+    let Some(url) = obj.remove("url") else {
+        return true;
+    };
+    let Some((protocol, host, port, path)) = url.as_str().and_then(split_url) else {
+        return false;
+    };
+    obj.insert("protocol".into(), protocol.into());
+    obj.insert("host".into(), host.into());
+    obj.insert("port".into(), port.into());
+    if let Some(p) = path {
+        obj.insert("path".into(), p.into());
+    }
+    true
 }
 
 /// Splits a service `url` into protocol, host, port and path.
@@ -894,6 +899,53 @@ certificates:
             .filter(|e| e.kind() == EntityKind::ConsumerGroupMember)
             .count();
         assert_eq!(members, 1);
+    }
+
+    /// Every place in a document, as a JSON pointer.
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| pointers(v, format!("{at}/{k}"), out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| pointers(v, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn odd_values_anywhere_give_errors_not_panics() {
+        let doc: Value = serde_yaml_ng::from_str(SEED).expect("seed");
+        let odd = [
+            Value::Null,
+            json!(-1),
+            json!(1e300),
+            json!(""),
+            json!("~(("),
+            json!([]),
+            json!({}),
+            json!([{}]),
+            json!(true),
+            json!("00000000-0000-0000-0000-000000000000"),
+        ];
+        let mut places = Vec::new();
+        pointers(&doc, String::new(), &mut places);
+        let mut rejected = 0;
+        for place in places.iter().skip(1) {
+            for v in &odd {
+                let mut d = doc.clone();
+                if let Some(slot) = d.pointer_mut(place) {
+                    *slot = v.clone();
+                }
+                if parse_value(d).is_err() {
+                    rejected += 1;
+                }
+            }
+        }
+        assert!(rejected > places.len(), "most odd values are refused");
     }
 
     #[test]

@@ -596,6 +596,37 @@ mod tests {
     }
 
     #[test]
+    fn odd_values_in_any_field_give_errors_not_panics() {
+        let odd = [
+            Value::Null,
+            json!(-1),
+            json!(0.5),
+            json!(1e300),
+            json!(""),
+            json!("x"),
+            json!([]),
+            json!(["x", 1]),
+            json!({}),
+            json!({"headers": 1}),
+            json!(true),
+        ];
+        for name in KNOWN_PLUGINS {
+            let Some((fields, _)) = schema(name) else {
+                panic!("{name} has no schema");
+            };
+            for field in fields {
+                for v in &odd {
+                    let out = normalize_config(name, json!({ field.name: v }));
+                    if let Ok(config) = out {
+                        // Whatever is accepted is a complete config.
+                        assert_eq!(config.as_object().map(|m| m.len()), Some(fields.len()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unknown_plugin_is_named() {
         let f = fields("x", json!({}));
         assert_eq!(
