@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::command::{Entity, EntityKind};
+use super::decode;
 use super::errors::{ApplyError, FieldErrors};
 use super::plugin_schemas::normalize_config;
 use super::relations;
@@ -384,12 +385,12 @@ impl Walker {
                 }
             }
             let obj = std::mem::take(&mut item.obj);
-            match Entity::from_json(item.kind, Value::Object(obj)) {
+            match decode::entity(item.kind, Value::Object(obj)) {
                 Ok(entity) => match validate_entity(&entity) {
                     Ok(()) => entities.push(entity),
                     Err(e) => nest(&mut errs, &path, e),
                 },
-                Err(e) => nest(&mut errs, &path, ApplyError::from_serde(&[], &e)),
+                Err(e) => nest(&mut errs, &path, e),
             }
         }
         errs.into_result().map(|()| entities)

@@ -70,34 +70,6 @@ impl ApplyError {
         ApplyError::SchemaViolation { fields }
     }
 
-    /// A schema violation from a serde error on an entity's JSON, in
-    /// Kong's words where it has them ("unknown field", "required field
-    /// missing"); `path` is where the entity sits (empty at the top).
-    pub fn from_serde(path: &[&str], err: &serde_json::Error) -> Self {
-        let mut errs = FieldErrors::new();
-        let text = err.to_string();
-        let quoted = |prefix: &str| {
-            let rest = text.strip_prefix(prefix)?;
-            Some(rest.split('`').next()?.to_string())
-        };
-        let mut at: Vec<&str> = path.to_vec();
-        if let Some(field) = quoted("unknown field `") {
-            at.push(&field);
-            errs.at(&at, "unknown field");
-        } else if let Some(field) = quoted("missing field `") {
-            at.push(&field);
-            errs.at(&at, "required field missing");
-        } else if at.is_empty() {
-            errs.entity(text.clone());
-        } else {
-            errs.at(&at, text.clone());
-        }
-        match errs.into_result() {
-            Err(e) => e,
-            Ok(()) => ApplyError::field("@entity", text),
-        }
-    }
-
     /// Kong's numeric error code.
     pub fn code(&self) -> u16 {
         match self {
@@ -243,25 +215,6 @@ mod tests {
             body["message"],
             "3 schema violations (at least one of these fields must be non-empty: 'a', 'b'; \
              config.minute: expected a number; name: unknown field)"
-        );
-    }
-
-    #[test]
-    fn serde_errors_name_the_field() {
-        #[derive(serde::Deserialize, Debug)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct S {
-            host: String,
-        }
-        let err = serde_json::from_str::<S>(r#"{"host":"h","hots":1}"#).unwrap_err();
-        let e = ApplyError::from_serde(&[], &err).to_json();
-        assert_eq!(e["fields"]["hots"], "unknown field");
-        let err = serde_json::from_str::<S>("{}").unwrap_err();
-        let e = ApplyError::from_serde(&["services", "0"], &err).to_json();
-        assert_eq!(
-            e["fields"]["services"]["0"]["host"],
-            "required field missing"
         );
     }
 

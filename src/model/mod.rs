@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod declarative;
+pub mod decode;
 pub mod entities;
 pub mod errors;
 pub mod plugin_schemas;
