@@ -190,7 +190,14 @@ impl State {
                 .flat_map(|k| self.iter(*k))
                 .filter(|e| !in_batch.contains(&(e.kind(), e.id())))
                 .filter(|e| {
-                    let tags = relations::tags(e);
+                    // A membership has no tags: it is in scope with its consumer.
+                    let owner = match e {
+                        Entity::ConsumerGroupMember(m) => {
+                            self.get(EntityKind::Consumer, m.consumer.id)
+                        }
+                        _ => Some(*e),
+                    };
+                    let tags = owner.map_or(&[][..], relations::tags);
                     select_tags.iter().all(|t| tags.contains(t))
                 })
                 .map(|e| (e.kind(), e.id()))
@@ -218,10 +225,17 @@ impl State {
     /// keys and keeping the indexes in step.
     fn put(&mut self, entity: Entity) -> Result<(), ApplyError> {
         let (kind, id) = (entity.kind(), entity.id());
-        if let Some(old) = self.db.tables.get(&kind).and_then(|t| t.get(&id)).cloned() {
+        let old = self.db.tables.get(&kind).and_then(|t| t.get(&id)).cloned();
+        // An unchanged entity (a re-applied config) is left as it is, and
+        // not rewritten to disk; its parents must still exist.
+        let unchanged = old.as_deref() == Some(&entity);
+        if let Some(old) = old.filter(|_| !unchanged) {
             self.unindex(&old);
         }
-        for key in relations::unique_keys(&entity) {
+        for key in relations::unique_keys(&entity)
+            .into_iter()
+            .filter(|_| !unchanged)
+        {
             if let Some(owner) = self.db.unique.get(&(kind, key.clone())) {
                 if *owner != id {
                     return Err(ApplyError::Unique { value: key });
@@ -242,6 +256,9 @@ impl State {
                 );
                 return Err(ApplyError::ForeignKey { message, fields });
             }
+        }
+        if unchanged {
+            return Ok(());
         }
         self.index(&entity);
         self.db
@@ -1057,6 +1074,44 @@ mod tests {
     }
 
     #[test]
+    fn scoped_sync_drops_memberships_of_consumers_in_scope() {
+        let mut s = State::default();
+        let tagged = |kind, id, mut v: Value| {
+            v["tags"] = json!(["t"]);
+            ent(kind, id, v)
+        };
+        let consumer = tagged("consumers", 1, json!({"username": "a"}));
+        let group = tagged("consumer_groups", 2, json!({"name": "g"}));
+        for e in [
+            consumer.clone(),
+            group.clone(),
+            ent(
+                "consumer_group_consumers",
+                3,
+                json!({"consumer": fk(1), "consumer_group": fk(2)}),
+            ),
+        ] {
+            ok(upsert(&mut s, e));
+        }
+        let out = run(
+            &mut s,
+            Command::ApplyConfig {
+                entities: vec![consumer, group],
+                delete_missing: true,
+                select_tags: vec!["t".into()],
+            },
+        );
+        assert_eq!(
+            out,
+            Ok(CommandOutput::Config {
+                upserted: 2,
+                deleted: 1
+            })
+        );
+        assert!(s.groups_of_consumer(Uuid::from_u128(1)).is_empty());
+    }
+
+    #[test]
     fn indexes_survive_records_round_trip() {
         let s = fixture();
         let values = s.records().into_iter().map(|(_, v)| v);
@@ -1134,7 +1189,8 @@ mod tests {
                 deleted: 0
             })
         );
-        // Applying the same config again replaces everything in place.
+        assert!(s.take_dirty().len() > 22_000);
+        // Applying the same config again checks everything, rewrites nothing.
         let start = std::time::Instant::now();
         ok(run(
             &mut s,
@@ -1151,6 +1207,12 @@ mod tests {
             "{first:?} {second:?}"
         );
         assert_eq!(s.count(EntityKind::JwtCredential), 10_000);
+        let dirty = s.take_dirty();
+        assert!(
+            dirty.len() < 10,
+            "an unchanged config rewrites nothing: {}",
+            dirty.len()
+        );
         assert!(s.consumer_by_jwt_key("iss-9999").is_some());
     }
 }
