@@ -48,21 +48,30 @@ pub fn parse(text: &str) -> Result<DeclarativeConfig, ApplyError> {
             return parse_value(doc);
         }
     }
-    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        ApplyError::field(
-            "@entity",
-            format!("failed parsing declarative configuration: {e}"),
-        )
-    })?;
-    parse_value(doc)
+    match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(doc) => parse_value(doc),
+        Err(e) => {
+            let mut errs = FieldErrors::new();
+            errs.entity(format!("failed parsing declarative configuration: {e}"));
+            errs.into_result().map(|()| DeclarativeConfig {
+                entities: Vec::new(),
+                select_tags: Vec::new(),
+            })
+        }
+    }
 }
 
 /// Like `parse`, for a document already decoded (e.g. a JSON body).
 pub fn parse_value(doc: Value) -> Result<DeclarativeConfig, ApplyError> {
-    let Value::Object(mut doc) = doc else {
-        return Err(ApplyError::field("@entity", "expected an object"));
-    };
     let mut errs = FieldErrors::new();
+    let Value::Object(mut doc) = doc else {
+        errs.entity("expected an object");
+        return errs.into_result().map(|()| DeclarativeConfig {
+            entities: Vec::new(),
+            select_tags: Vec::new(),
+        });
+    };
+    let mut legacy = false;
     match doc.remove("_format_version") {
         None => errs.field("_format_version", "required field missing"),
         Some(v) => {
@@ -74,6 +83,7 @@ pub fn parse_value(doc: Value) -> Result<DeclarativeConfig, ApplyError> {
             if !FORMAT_VERSIONS.contains(&text.as_str()) {
                 errs.field("_format_version", "expected one of: 1.1, 2.1, 3.0");
             }
+            legacy = text != "3.0";
         }
     }
     if doc.remove("_transform").is_some_and(|v| !v.is_boolean()) {
@@ -95,7 +105,10 @@ pub fn parse_value(doc: Value) -> Result<DeclarativeConfig, ApplyError> {
             }
         },
     };
-    let mut walker = Walker::default();
+    let mut walker = Walker {
+        items: Vec::new(),
+        legacy,
+    };
     for (key, value) in doc {
         let kind = match key.as_str() {
             "consumer_group_consumers" => Some(EntityKind::ConsumerGroupMember),
@@ -132,9 +145,10 @@ struct Item {
     path: Vec<String>,
 }
 
-#[derive(Default)]
 struct Walker {
     items: Vec<Item>,
+    /// A pre-3.0 file, whose regex paths lack Kong 3's `~` prefix.
+    legacy: bool,
 }
 
 /// The foreign-key fields of a kind and the kind each points to.
@@ -230,6 +244,9 @@ impl Walker {
             EntityKind::ConsumerGroup => obj.remove("consumers"),
             _ => None,
         };
+        if kind == EntityKind::Route && self.legacy {
+            mark_regex_paths(&mut obj);
+        }
         if kind == EntityKind::Service && !expand_service_url(&mut obj) {
             let mut at = path.to_vec();
             at.push("url");
@@ -394,6 +411,25 @@ impl Walker {
             }
         }
         errs.into_result().map(|()| entities)
+    }
+}
+
+/// Kong 3 marks regex paths with `~`; files of older formats did not, so
+/// (as Kong does when loading them) every path with a character outside
+/// the plain-path set gets the prefix.
+fn mark_regex_paths(obj: &mut Map<String, Value>) {
+    let Some(Value::Array(paths)) = obj.get_mut("paths") else {
+        return;
+    };
+    for path in paths.iter_mut() {
+        if let Value::String(p) = path {
+            let plain = p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "./-_~%".contains(c));
+            if !plain && !p.starts_with('~') {
+                *p = format!("~{p}");
+            }
+        }
     }
 }
 
@@ -947,6 +983,17 @@ certificates:
             }
         }
         assert!(rejected > places.len(), "most odd values are refused");
+    }
+
+    #[test]
+    fn older_formats_get_their_regex_paths_marked() {
+        let yaml =
+            "_format_version: '1.1'\nroutes:\n  - name: r\n    paths: [/plain, '/users/\\d+$']\n";
+        let cfg = parse(yaml).expect("config");
+        let route = cfg.entities[0].to_json();
+        assert_eq!(route["paths"], json!(["/plain", "~/users/\\d+$"]));
+        let cfg = parse(&yaml.replace("1.1", "3.0"));
+        assert!(cfg.is_err(), "in 3.0 an unmarked regex is not a path");
     }
 
     #[test]

@@ -227,6 +227,18 @@ pub fn looks_like_pem(text: &str, label_suffix: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
 }
 
+/// Kong's check that a plain path uses only RFC 3986's characters.
+fn rfc3986_problem(path: &str) -> Option<String> {
+    let ok = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "./-_~%:@!$&'()*+,;=".contains(c));
+    (!ok).then(|| {
+        format!(
+            "invalid path: '{path}' (characters outside of the reserved list of RFC 3986 found)"
+        )
+    })
+}
+
 fn service(s: &Service, errs: &mut FieldErrors) {
     name_field("name", s.name.as_ref(), errs);
     if !SERVICE_PROTOCOLS.contains(&s.protocol.as_str()) {
@@ -248,16 +260,8 @@ fn service(s: &Service, errs: &mut FieldErrors) {
             errs.field("path", "should start with: /");
         } else if path.contains("//") {
             errs.field("path", "must not have empty segments");
-        } else if !path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "./-_~%:@!$&'()*+,;=".contains(c))
-        {
-            errs.field(
-                "path",
-                format!(
-                    "invalid path: '{path}' (characters outside of the reserved list of RFC 3986 found)"
-                ),
-            );
+        } else if let Some(message) = rfc3986_problem(path) {
+            errs.field("path", message);
         }
         if matches!(s.protocol.as_str(), "tcp" | "tls" | "grpc" | "grpcs") {
             errs.entity(format!(
@@ -314,6 +318,8 @@ fn route(r: &Route, errs: &mut FieldErrors) {
             );
         } else if p.contains("//") {
             errs.field("paths", "must not have empty segments");
+        } else if let Some(message) = rfc3986_problem(p) {
+            errs.field("paths", message);
         }
     }
     for (name, values) in r.headers.iter().flatten() {
