@@ -415,6 +415,42 @@ fn upstream(u: &Upstream, errs: &mut FieldErrors) {
             ));
         }
     }
+    // Each hashing input needs its parameter, as Kong's conditionals say.
+    for (field, value) in [("hash_on", &u.hash_on), ("hash_fallback", &u.hash_fallback)] {
+        let (needed, given) = match value.as_str() {
+            "cookie" => ("hash_on_cookie", u.hash_on_cookie.is_some()),
+            "query_arg" if field == "hash_on" => {
+                ("hash_on_query_arg", u.hash_on_query_arg.is_some())
+            }
+            "query_arg" => (
+                "hash_fallback_query_arg",
+                u.hash_fallback_query_arg.is_some(),
+            ),
+            "uri_capture" if field == "hash_on" => {
+                ("hash_on_uri_capture", u.hash_on_uri_capture.is_some())
+            }
+            "uri_capture" => (
+                "hash_fallback_uri_capture",
+                u.hash_fallback_uri_capture.is_some(),
+            ),
+            _ => continue,
+        };
+        if !given {
+            errs.field(needed, "required field missing");
+            errs.entity(format!(
+                "failed conditional validation given value of field '{field}'"
+            ));
+        }
+    }
+    for (field, kind) in [
+        ("healthchecks.active.type", &u.healthchecks.active.kind),
+        ("healthchecks.passive.type", &u.healthchecks.passive.kind),
+    ] {
+        if !matches!(kind.as_str(), "http" | "https" | "tcp" | "grpc" | "grpcs") {
+            let path: Vec<&str> = field.split('.').collect();
+            errs.at(&path, "expected one of: tcp, http, https, grpc, grpcs");
+        }
+    }
     if u.hash_on == "none" && u.hash_fallback != "none" {
         errs.field("hash_fallback", "expected one of: none");
     }
@@ -720,6 +756,27 @@ mod tests {
             .starts_with("expected one of"));
         let f = check("upstreams", json!({"name": "x", "hash_on": "header"})).unwrap_err();
         assert_eq!(f["hash_on_header"], "required field missing");
+        let f = check("upstreams", json!({"name": "x", "hash_on": "cookie"})).unwrap_err();
+        assert_eq!(f["hash_on_cookie"], "required field missing");
+        let f = check(
+            "upstreams",
+            json!({"name": "x", "healthchecks": {"passive": {"type": "udp"}}}),
+        )
+        .unwrap_err();
+        assert!(f["healthchecks"]["passive"]["type"].is_string());
+        // What `deck dump` writes for an upstream loads as is.
+        let dumped = json!({"name": "example", "algorithm": "round-robin", "hash_fallback": "none",
+            "hash_on": "none", "hash_on_cookie_path": "/", "slots": 10000, "use_srv_name": false,
+            "healthchecks": {"threshold": 0,
+              "active": {"concurrency": 10, "http_path": "/", "https_verify_certificate": true,
+                "timeout": 1, "type": "http",
+                "healthy": {"http_statuses": [200, 302], "interval": 0, "successes": 0},
+                "unhealthy": {"http_failures": 0, "http_statuses": [429, 404, 500, 501, 502, 503, 504, 505],
+                  "interval": 0, "tcp_failures": 0, "timeouts": 0}},
+              "passive": {"type": "http",
+                "healthy": {"http_statuses": [200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302], "successes": 0},
+                "unhealthy": {"http_failures": 0, "http_statuses": [429, 500, 503], "tcp_failures": 0, "timeouts": 0}}}});
+        assert!(check("upstreams", dumped).is_ok());
         let u = json!({"id": Uuid::nil()});
         assert!(check("targets", json!({"upstream": u, "target": "10.0.0.1:8080"})).is_ok());
         assert!(check("targets", json!({"upstream": u, "target": "[::1]:80"})).is_ok());
