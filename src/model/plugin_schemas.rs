@@ -139,6 +139,17 @@ const RATE_LIMITING: &[Field] = &[
     f("error_message", Ty::Str, r#""API rate limit exceeded""#),
     f("sync_rate", NUMBER, "-1"),
     f("redis", Ty::Any, "null"),
+    // Kong's deprecated shorthands for `redis.*`, still present in its
+    // output and in dumps: accepted so that such files load, and unused.
+    f("redis_host", Ty::Any, "null"),
+    f("redis_port", Ty::Any, "null"),
+    f("redis_password", Ty::Any, "null"),
+    f("redis_username", Ty::Any, "null"),
+    f("redis_ssl", Ty::Any, "null"),
+    f("redis_ssl_verify", Ty::Any, "null"),
+    f("redis_server_name", Ty::Any, "null"),
+    f("redis_timeout", Ty::Any, "null"),
+    f("redis_database", Ty::Any, "null"),
 ];
 
 const CORRELATION_ID: &[Field] = &[
@@ -244,6 +255,10 @@ const PROMETHEUS: &[Field] = &[
     f("latency_metrics", Ty::Bool, "false"),
     f("bandwidth_metrics", Ty::Bool, "false"),
     f("upstream_health_metrics", Ty::Bool, "false"),
+    // Kong 3.8+ flags for metrics raftgate has no source for; accepted so
+    // that Kong's dumps load.
+    f("ai_metrics", Ty::Bool, "false"),
+    f("wasm_metrics", Ty::Bool, "false"),
 ];
 
 type Rules = fn(&Map<String, Value>, &mut FieldErrors);
