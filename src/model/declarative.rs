@@ -333,13 +333,12 @@ impl Walker {
                     parent_ids.push(id.to_string());
                 }
             }
-            if item.kind == EntityKind::Plugin {
-                let name = item
-                    .obj
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+            // Without a name, decoding reports "required field missing".
+            let plugin_name = match item.kind {
+                EntityKind::Plugin => item.obj.get("name").and_then(Value::as_str),
+                _ => None,
+            };
+            if let Some(name) = plugin_name.map(String::from) {
                 let config = item.obj.remove("config").unwrap_or(Value::Null);
                 match normalize_config(&name, config) {
                     Ok(config) => {
@@ -880,6 +879,11 @@ certificates:
             f["routes"]["0"]["service"],
             "invalid reference 'ghost' (no such entry in 'services')"
         );
+        let f = parse("_format_version: '3.0'\nplugins:\n  - config: {}\n")
+            .unwrap_err()
+            .to_json()["fields"]
+            .clone();
+        assert_eq!(f["plugins"]["0"]["name"], "required field missing");
         let f = parse("_format_version: '3.0'\nservices:\n  - host: a\n    colour: red\n")
             .unwrap_err()
             .to_json()["fields"]
