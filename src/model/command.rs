@@ -112,8 +112,7 @@ pub enum Command {
 /// What a successfully applied command returns to its caller.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "result", rename_all = "snake_case")]
-// Unboxed on purpose: one is built per write, and callers match on it.
-#[allow(clippy::large_enum_variant)]
+#[allow(clippy::large_enum_variant)] // short-lived: one per write
 pub enum CommandOutput {
     Entity { entity: Entity },
     Deleted,
