@@ -59,7 +59,9 @@ macro_rules! entity_kinds {
 entity_kinds! {
     Service(Service) = "services",
     Route(Route) = "routes",
-    Upstream(Upstream) = "upstreams",
+    // Boxed: with its health-check settings it is several times larger
+    // than any other entity. Matching and field access are unchanged.
+    Upstream(Box<Upstream>) = "upstreams",
     Target(Target) = "targets",
     Consumer(Consumer) = "consumers",
     ConsumerGroup(ConsumerGroup) = "consumer_groups",

@@ -216,6 +216,22 @@ pub struct Upstream {
     pub hash_fallback_header: Option<String>,
     #[serde(default)]
     pub host_header: Option<String>,
+    /// Kong's cookie / query-arg / URI-capture hashing inputs; accepted so
+    /// that decK files and dumps from Kong load as they are.
+    #[serde(default)]
+    pub hash_on_cookie: Option<String>,
+    #[serde(default = "default_probe_path")]
+    pub hash_on_cookie_path: String,
+    #[serde(default)]
+    pub hash_on_query_arg: Option<String>,
+    #[serde(default)]
+    pub hash_fallback_query_arg: Option<String>,
+    #[serde(default)]
+    pub hash_on_uri_capture: Option<String>,
+    #[serde(default)]
+    pub hash_fallback_uri_capture: Option<String>,
+    #[serde(default)]
+    pub use_srv_name: bool,
     #[serde(default)]
     pub healthchecks: Healthchecks,
     #[serde(default)]
@@ -249,6 +265,13 @@ pub struct ActiveHealthcheck {
     pub healthy: HealthyRule,
     #[serde(default)]
     pub unhealthy: UnhealthyRule,
+    #[serde(default = "yes")]
+    pub https_verify_certificate: bool,
+    #[serde(default)]
+    pub https_sni: Option<String>,
+    /// Extra headers sent with each probe.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Default for ActiveHealthcheck {
@@ -260,6 +283,9 @@ impl Default for ActiveHealthcheck {
             concurrency: default_probe_concurrency(),
             healthy: HealthyRule::default(),
             unhealthy: UnhealthyRule::default(),
+            https_verify_certificate: true,
+            https_sni: None,
+            headers: None,
         }
     }
 }
@@ -274,13 +300,25 @@ fn default_probe_concurrency() -> u32 {
     10
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthcheck {
+    #[serde(default = "default_http", rename = "type")]
+    pub kind: String,
     #[serde(default)]
     pub healthy: HealthyRule,
     #[serde(default)]
     pub unhealthy: UnhealthyRule,
+}
+
+impl Default for PassiveHealthcheck {
+    fn default() -> Self {
+        Self {
+            kind: default_http(),
+            healthy: HealthyRule::default(),
+            unhealthy: UnhealthyRule::default(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

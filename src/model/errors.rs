@@ -55,6 +55,8 @@ fn flatten(prefix: &str, msg: &serde_json::Value, out: &mut Vec<String>) {
                 flatten(prefix, item, out);
             }
         }
+        // Kong prints entity-level messages bare: "schema violation (at least …)".
+        serde_json::Value::String(s) if prefix == "@entity" => out.push(s.clone()),
         serde_json::Value::String(s) => out.push(format!("{prefix}: {s}")),
         other => out.push(format!("{prefix}: {other}")),
     }
@@ -114,5 +116,116 @@ impl ApplyError {
                 "message": self.to_string(), "fields": {},
             }),
         }
+    }
+}
+
+/// Collects Kong-shaped field errors: `field → message`, nested records as
+/// objects (`{"config": {"minute": "…"}}`) and entity-level messages under
+/// `@entity`. The first message for a field wins, as in Kong.
+#[derive(Debug, Default, Clone)]
+pub struct FieldErrors {
+    fields: BTreeMap<String, serde_json::Value>,
+}
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `message` at `path` (e.g. `["config", "minute"]`).
+    pub fn at(&mut self, path: &[&str], message: impl Into<String>) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let slot = self
+            .fields
+            .entry(first.to_string())
+            .or_insert(serde_json::Value::Null);
+        insert_nested(slot, rest, message.into());
+    }
+
+    /// Records `message` on a top-level field.
+    pub fn field(&mut self, field: &str, message: impl Into<String>) {
+        self.at(&[field], message);
+    }
+
+    /// Records an entity-level message (`@entity`).
+    pub fn entity(&mut self, message: impl Into<String>) {
+        let slot = self
+            .fields
+            .entry("@entity".to_string())
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let serde_json::Value::Array(items) = slot {
+            items.push(serde_json::Value::String(message.into()));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// `Ok(())` when nothing was recorded, else a schema violation.
+    pub fn into_result(self) -> Result<(), ApplyError> {
+        if self.fields.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::SchemaViolation {
+                fields: self.fields,
+            })
+        }
+    }
+}
+
+fn insert_nested(slot: &mut serde_json::Value, rest: &[&str], message: String) {
+    match rest.split_first() {
+        None => {
+            if slot.is_null() {
+                *slot = serde_json::Value::String(message);
+            }
+        }
+        Some((key, tail)) => {
+            if slot.is_null() {
+                *slot = serde_json::Value::Object(Default::default());
+            }
+            if let serde_json::Value::Object(map) = slot {
+                let inner = map
+                    .entry(key.to_string())
+                    .or_insert(serde_json::Value::Null);
+                insert_nested(inner, tail, message);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_errors_render_like_kong() {
+        let mut errs = FieldErrors::new();
+        errs.at(&["config", "minute"], "expected a number");
+        errs.entity("at least one of these fields must be non-empty: 'a', 'b'");
+        errs.field("name", "unknown field");
+        let err = errs.into_result().unwrap_err();
+        let body = err.to_json();
+        assert_eq!(body["code"], 2);
+        assert_eq!(body["fields"]["config"]["minute"], "expected a number");
+        assert_eq!(
+            body["message"],
+            "3 schema violations (at least one of these fields must be non-empty: 'a', 'b'; \
+             config.minute: expected a number; name: unknown field)"
+        );
+    }
+
+    #[test]
+    fn first_message_for_a_field_wins() {
+        let mut errs = FieldErrors::new();
+        errs.field("port", "first");
+        errs.field("port", "second");
+        assert_eq!(
+            errs.into_result().unwrap_err().to_string(),
+            "schema violation (port: first)"
+        );
     }
 }
