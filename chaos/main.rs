@@ -316,7 +316,11 @@ fn main() {
             o.phantom,
             o.history.proxy_success_pct(),
             leader,
-            if o.passed() && !o.divergent { "pass" } else { "FAIL" },
+            if o.passed() && !o.divergent {
+                "pass"
+            } else {
+                "FAIL"
+            },
         );
     }
     let failed = outcomes.iter().filter(|o| !o.passed()).count();

@@ -186,12 +186,19 @@ pub fn check(cluster: &Cluster, history: &History) -> Check {
             Err(e) => errors.push(e),
         }
         let view = cluster.cluster_view(node.id);
-        digests.insert(node.id, view["state_digest"].as_str().unwrap_or("").to_string());
+        digests.insert(
+            node.id,
+            view["state_digest"].as_str().unwrap_or("").to_string(),
+        );
     }
     let distinct: BTreeSet<&String> = digests.values().collect();
     let divergent = distinct.len() != 1;
     if !lost.is_empty() {
-        errors.push(format!("{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.iter().next()));
+        errors.push(format!(
+            "{} acknowledged writes lost, e.g. {:?}",
+            lost.len(),
+            lost.iter().next()
+        ));
     }
     if !phantom.is_empty() {
         errors.push(format!("{} writes never issued appeared", phantom.len()));
@@ -214,7 +221,9 @@ pub fn check(cluster: &Cluster, history: &History) -> Check {
     for (node, (total, ok)) in by_node {
         let failed = total - ok;
         if failed as f64 > total as f64 * 0.001 {
-            errors.push(format!("node {node}: {failed} of {total} proxied requests failed"));
+            errors.push(format!(
+                "node {node}: {failed} of {total} proxied requests failed"
+            ));
         }
     }
     Check {

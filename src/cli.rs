@@ -145,6 +145,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    tokio::spawn(store.clone().run_revocation_purge(Duration::from_secs(60)));
     let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
     tokio::spawn(async move {
         let _ = axum::serve(status, crate::observe::status::router(probe)).await;

@@ -78,7 +78,10 @@ fn failover(trials: usize) {
         let leader = cluster.leader(Duration::from_secs(10));
         let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
         // Make sure the others are caught up before the kill.
-        assert_eq!(cluster.create_service(others[0], &format!("pre-{trial}")).0, 201);
+        assert_eq!(
+            cluster.create_service(others[0], &format!("pre-{trial}")).0,
+            201
+        );
         cluster.node_mut(leader).kill();
         let t = Instant::now();
         let mut n = 0;
@@ -88,7 +91,10 @@ fn failover(trials: usize) {
             if cluster.create_service(via, &format!("fail-{trial}-{n}")).0 == 201 {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "no write after failover");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no write after failover"
+            );
         }
         times.push(t.elapsed());
         cluster.restart(leader);

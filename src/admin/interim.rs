@@ -28,7 +28,10 @@ fn error(e: WriteError) -> Response {
 
 pub fn router<B: Backend>(backend: B) -> Router {
     Router::new()
-        .route("/services", post(create_service::<B>).get(list_services::<B>))
+        .route(
+            "/services",
+            post(create_service::<B>).get(list_services::<B>),
+        )
         .route("/services/{id}", get(get_service::<B>))
         .route("/cluster", get(cluster::<B>))
         .route("/cluster/nodes", post(add_node::<B>))
@@ -63,7 +66,11 @@ async fn create_service<B: Backend>(
 }
 
 async fn list_services<B: Backend>(State(b): State<B>) -> Response {
-    let data: Vec<serde_json::Value> = b.state().iter(EntityKind::Service).map(|e| e.to_json()).collect();
+    let data: Vec<serde_json::Value> = b
+        .state()
+        .iter(EntityKind::Service)
+        .map(|e| e.to_json())
+        .collect();
     Json(serde_json::json!({"data": data, "next": null})).into_response()
 }
 

@@ -74,9 +74,9 @@ struct Inner {
 fn raft_config(snapshot_every: u64) -> Config {
     Config {
         cluster_name: "raftgate".to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: 40,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
         // Logs behind a snapshot are purged, keeping a few for peers that
         // lag only a little.
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
@@ -438,6 +438,39 @@ impl Store {
             "ready": self.is_ready(),
             "nodes": nodes,
         })
+    }
+
+    /// On the leader, every `every`: proposes dropping revocations whose
+    /// token can no longer be valid. The leader reads the clock here, so
+    /// applying the purge stays deterministic on every node.
+    pub async fn run_revocation_purge(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.inner.raft.is_leader() {
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let state = self.inner.applied.borrow().state.clone();
+            let expired = state
+                .iter(crate::model::EntityKind::JwtRevocation)
+                .any(|e| matches!(e, crate::model::Entity::JwtRevocation(r) if r.expires_at.is_some_and(|t| t < now)));
+            if !expired {
+                continue;
+            }
+            let proposal = Proposal {
+                request_id: Uuid::new_v4(),
+                command: Command::PurgeRevocations { now },
+            };
+            match self.propose(proposal).await {
+                Ok((ApplyResult(Ok(out)), _)) => tracing::info!(?out, "purged expired revocations"),
+                Ok((ApplyResult(Err(e)), _)) => {
+                    tracing::warn!(error = %e, "revocation purge refused")
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation purge not applied"),
+            }
+        }
     }
 
     /// SHA-256 of every record of the applied state: equal on two nodes

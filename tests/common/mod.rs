@@ -24,13 +24,25 @@ pub fn binary() -> PathBuf {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, below Linux's ephemeral range
+/// (32768+) so that no outgoing connection can be holding it when a node
+/// binds it, and never handed out twice by this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 400) as u16 * 30,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + (port - 20_000) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Node {
@@ -184,9 +196,11 @@ impl Cluster {
 
     /// `n` founding nodes started with the same `--initial-cluster`.
     pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
-        Cluster::start_custom(n, |node| node.cluster_addr(), |_| {
-            extra_args.iter().map(|s| s.to_string()).collect()
-        })
+        Cluster::start_custom(
+            n,
+            |node| node.cluster_addr(),
+            |_| extra_args.iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     /// Like `start`, with each node's address in `--initial-cluster` and
