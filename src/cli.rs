@@ -37,6 +37,22 @@ pub enum Commands {
         #[arg(long, default_value = "demo-service")]
         name: String,
     },
+    /// Declarative config through any node: validate, apply, sync, diff, dump.
+    Config {
+        #[command(subcommand)]
+        action: crate::cli_config::ConfigAction,
+        /// Admin API of any node.
+        #[arg(
+            long,
+            env = "RAFTGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:8001",
+            global = true
+        )]
+        admin: String,
+        /// Admin token, when the node requires one.
+        #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", global = true)]
+        token: Option<String>,
+    },
     /// Inspect or change the cluster's membership.
     Cluster {
         #[command(subcommand)]
@@ -84,6 +100,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             admin,
             token,
         } => crate::cli_admin::cluster(&admin, token.as_deref(), action).await,
+        Commands::Config {
+            action,
+            admin,
+            token,
+        } => {
+            let code = crate::cli_config::run(&admin, token.as_deref(), action).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 
