@@ -1,6 +1,116 @@
 //! The Kong-compatible Admin API (axum): handlers, Kong's error format,
 //! admin tokens. It talks to the replicated store only through `Backend`.
+//!
+//! Mount it with [`router`]; the route table in `routes.rs` lists every
+//! endpoint (and generates `/openapi.json`).
 
+pub mod auth;
 pub mod backend;
+pub mod body;
+mod cluster;
+mod config;
+pub mod credentials;
+pub mod errors;
+mod groups;
+pub mod handlers;
+mod info;
+pub mod lookup;
+pub mod openapi;
+pub mod pagination;
+pub mod prepare;
+pub mod routes;
 
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use auth::Role;
 pub use backend::{Backend, WriteError};
+
+/// Node facts and access rules the Admin API needs.
+#[derive(Clone, Debug)]
+pub struct AdminSettings {
+    pub node_id: u64,
+    pub hostname: String,
+    /// raftgate's version, shown by `GET /`.
+    pub version: String,
+    /// The node settings safe to show (`GET /` → `configuration`): no
+    /// secrets, no token hashes.
+    pub configuration: serde_json::Value,
+    /// Admin tokens as (hex SHA-256 of the token, role).
+    pub tokens: Vec<(String, Role)>,
+    /// Whether requests must carry a token (the lead sets this when the
+    /// admin listener is not loopback).
+    pub require_tokens: bool,
+    /// Server counters shown by `GET /status`, updated by whoever serves.
+    pub counters: Arc<AdminCounters>,
+}
+
+impl AdminSettings {
+    /// Settings for node `node_id` with no tokens required.
+    pub fn new(node_id: u64) -> Self {
+        AdminSettings {
+            node_id,
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".to_string()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            configuration: serde_json::json!({}),
+            tokens: Vec::new(),
+            require_tokens: false,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Adds a token given in clear (it is hashed at once).
+    pub fn with_token(mut self, token: &str, role: Role) -> Self {
+        self.tokens.push((credentials::sha256_hex(token), role));
+        self
+    }
+}
+
+/// Kong's `GET /status` `server` counters.
+#[derive(Debug, Default)]
+pub struct AdminCounters {
+    pub connections_active: AtomicU64,
+    pub connections_reading: AtomicU64,
+    pub connections_writing: AtomicU64,
+    pub connections_waiting: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_handled: AtomicU64,
+    pub total_requests: AtomicU64,
+}
+
+impl AdminCounters {
+    /// The counters as Kong's JSON object.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "connections_active": get(&self.connections_active),
+            "connections_reading": get(&self.connections_reading),
+            "connections_writing": get(&self.connections_writing),
+            "connections_waiting": get(&self.connections_waiting),
+            "connections_accepted": get(&self.connections_accepted),
+            "connections_handled": get(&self.connections_handled),
+            "total_requests": get(&self.total_requests),
+        })
+    }
+}
+
+/// The Admin API over `backend`, with token checks when
+/// `settings.require_tokens`.
+pub fn router<B: Backend>(backend: B, settings: AdminSettings) -> axum::Router {
+    let settings = Arc::new(settings);
+    let table = routes::table();
+    let app = handlers::App {
+        backend,
+        settings: settings.clone(),
+        openapi: Arc::new(openapi::document(&table, &settings.version)),
+    };
+    routes::build(&table, app).layer(axum::middleware::from_fn_with_state(
+        settings,
+        auth::require_token,
+    ))
+}
