@@ -178,7 +178,10 @@ pub fn serde_complaint(err: &serde_path_to_error::Error<serde_json::Error>) -> S
     let raw = raw.split(" at line ").next().unwrap_or(&raw).to_string();
     let mut wanted_from_string = None;
     let message = if let Some(name) = backticked(&raw, "unknown field `") {
-        push_field(&mut path, &name);
+        // serde_path_to_error already ends the path with the unknown key.
+        if path.rsplit('.').next() != Some(name.as_str()) {
+            push_field(&mut path, &name);
+        }
         "unknown field".to_string()
     } else if let Some(name) = backticked(&raw, "missing field `") {
         push_field(&mut path, &name);

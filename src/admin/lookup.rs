@@ -111,6 +111,15 @@ fn matches_key(entity: &Entity, key: &str) -> bool {
     }
 }
 
+/// A path segment or reference read as an id: only the hyphenated UUID
+/// form, as Kong's `is_valid_uuid` (a 32-hex credential key is a key).
+pub fn as_id(s: &str) -> Option<Uuid> {
+    if s.len() != 36 {
+        return None;
+    }
+    Uuid::parse_str(s).ok()
+}
+
 /// Looks an entity up by id or endpoint key, within `parent` (a foreign
 /// key field and the parent's id) when given.
 pub fn find(
@@ -120,8 +129,10 @@ pub fn find(
     parent: Option<(&str, Uuid)>,
 ) -> Option<Entity> {
     let in_parent = |e: &Entity| parent.is_none_or(|(field, id)| parent_id(e, field) == Some(id));
-    if let Ok(id) = Uuid::parse_str(key) {
-        return state.get(kind, id).filter(|e| in_parent(e)).cloned();
+    if let Some(id) = as_id(key) {
+        if let Some(found) = state.get(kind, id).filter(|e| in_parent(e)) {
+            return Some(found.clone());
+        }
     }
     if kind == EntityKind::Certificate {
         let sni = find(state, EntityKind::Sni, key, None)?;

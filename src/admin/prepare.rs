@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::body::{coerce_at, wanted_from_message, Decoded};
 use super::credentials;
 use super::errors::{field_paths, serde_complaint, violation_at, AdminError};
-use super::lookup::{endpoint_key_field, find, foreign_keys};
+use super::lookup::{as_id, endpoint_key_field, find, foreign_keys};
 use crate::model::{plugin_schemas, validate, ApplyError, Entity, EntityKind, State};
 
 /// How the body relates to what is stored.
@@ -88,8 +88,9 @@ pub fn prepare(
         Mode::Create => {
             let id = match body.get("id") {
                 None | Some(Value::Null) => Uuid::new_v4(),
-                Some(Value::String(s)) => Uuid::parse_str(s)
-                    .map_err(|_| AdminError::field("id", "expected a valid UUID"))?,
+                Some(Value::String(s)) => {
+                    as_id(s).ok_or_else(|| AdminError::field("id", "expected a valid UUID"))?
+                }
                 Some(_) => return Err(AdminError::field("id", "expected a string")),
             };
             body.insert("id".into(), json!(id));
@@ -98,9 +99,10 @@ pub fn prepare(
         Mode::Put { existing, key } => {
             let id = match existing {
                 Some(e) => e.id(),
-                None => Uuid::parse_str(key).unwrap_or_else(|_| Uuid::new_v4()),
+                None => as_id(key).unwrap_or_else(Uuid::new_v4),
             };
-            if existing.is_none() && Uuid::parse_str(key).is_err() {
+            // As Kong's PUT: a path that is not an id names the entity.
+            if as_id(key).is_none() {
                 if let Some(field) = endpoint_key_field(kind) {
                     if body.get(field).is_none_or(Value::is_null) {
                         body.insert(field.into(), json!(key));
@@ -291,7 +293,7 @@ fn resolve_foreign_keys(
             Value::String(s) => (s.clone(), format!("{{id=\"{s}\"}}")),
             Value::Object(map) => match map.get("id") {
                 Some(Value::String(s)) => {
-                    if Uuid::parse_str(s).is_err() {
+                    if as_id(s).is_none() {
                         return Err(AdminError::field(
                             &format!("{field}.id"),
                             "expected a valid UUID",
@@ -312,10 +314,11 @@ fn resolve_foreign_keys(
             },
             _ => return Err(AdminError::field(field, "expected a record")),
         };
-        let id = match Uuid::parse_str(&key) {
-            Ok(id) => id,
-            Err(_) => match find(state, target, &key, None) {
-                Some(e) => e.id(),
+        let id = match find(state, target, &key, None) {
+            Some(e) => e.id(),
+            None => match as_id(&key) {
+                // Existence of an id is the model's foreign-key rule.
+                Some(id) => id,
                 None => {
                     let message = format!(
                         "the foreign key '{rendered}' does not reference an existing '{}' entity.",

@@ -311,7 +311,8 @@ pub fn build<B: Backend>(table: &[RouteSpec], app: App<B>) -> Router {
             let Some(f) = filter(method) else { continue };
             let op = *op;
             methods = methods.on(f, move |State(app): State<App<B>>, req: Request| {
-                handlers::dispatch(app, op, req)
+                // Boxed: keeps the futures of the tower stack small.
+                Box::pin(handlers::dispatch(app, op, req))
             });
         }
         router = router.route(&spec.path, methods.fallback(method_not_allowed));
