@@ -89,10 +89,7 @@ pub async fn decode(headers: &HeaderMap, bytes: bytes::Bytes) -> Result<Decoded,
 }
 
 fn unsupported() -> AdminError {
-    AdminError::message(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "Unsupported Content-Type",
-    )
+    AdminError::message(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Decoded, AdminError> {

@@ -85,7 +85,7 @@ pub async fn post<B: Backend>(ctx: &Ctx<B>) -> Result<Response, AdminError> {
     if content_type.starts_with("multipart/") {
         return Err(AdminError::message(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Content-Type",
+            "Unsupported Media Type",
         ));
     }
     let text = config_text(&content_type, bytes)?;

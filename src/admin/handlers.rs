@@ -118,10 +118,13 @@ pub async fn dispatch<B: Backend>(app: App<B>, op: Op, request: Request) -> Resp
         parts,
         bytes,
     };
-    match run(ctx, op).await {
+    let response = match run(ctx, op).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
-    }
+    };
+    // Neither the path nor the body is logged: both may hold credentials.
+    tracing::debug!(?op, status = response.status().as_u16(), "admin request");
+    response
 }
 
 async fn run<B: Backend>(ctx: Ctx<B>, op: Op) -> Result<Response, AdminError> {

@@ -10,6 +10,10 @@ use super::backend::Backend;
 use super::handlers::App;
 use crate::model::{plugin_schemas::KNOWN_PLUGINS, Entity, EntityKind};
 
+/// The Kong release whose Admin API and behaviour raftgate follows
+/// (shared/reference/kong.md).
+pub const KONG_COMPATIBLE_VERSION: &str = "3.10.0";
+
 /// Kong's plugin priorities (kong.md §5), shown under `available_on_server`.
 fn priority(name: &str) -> Option<u32> {
     Some(match name {
@@ -54,7 +58,8 @@ pub fn root<B: Backend>(app: &App<B>) -> Value {
         .collect();
     json!({
         "tagline": "Welcome to raftgate",
-        "version": settings.version,
+        "version": KONG_COMPATIBLE_VERSION,
+        "raftgate_version": settings.version,
         "edition": "community",
         "hostname": settings.hostname,
         "node_id": settings.node_id,

@@ -34,7 +34,9 @@ pub use backend::{Backend, WriteError};
 pub struct AdminSettings {
     pub node_id: u64,
     pub hostname: String,
-    /// raftgate's version, shown by `GET /`.
+    /// raftgate's version, shown by `GET /` as `raftgate_version` (its
+    /// `version` is the Kong version whose Admin API this one follows, so
+    /// Kong tooling that parses it keeps working).
     pub version: String,
     /// The node settings safe to show (`GET /` → `configuration`): no
     /// secrets, no token hashes.
@@ -109,8 +111,30 @@ pub fn router<B: Backend>(backend: B, settings: AdminSettings) -> axum::Router {
         settings: settings.clone(),
         openapi: Arc::new(openapi::document(&table, &settings.version)),
     };
-    routes::build(&table, app).layer(axum::middleware::from_fn_with_state(
-        settings,
-        auth::require_token,
-    ))
+    let inner = routes::build(&table, app);
+    // Kong resolves `/services/` as `/services`: drop one trailing slash
+    // before routing.
+    let tolerant = tower::ServiceExt::map_request(inner, strip_trailing_slash);
+    axum::Router::new()
+        .fallback_service(tolerant)
+        .layer(axum::middleware::from_fn_with_state(
+            settings,
+            auth::require_token,
+        ))
+}
+
+fn strip_trailing_slash(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = &path[..path.len() - 1];
+        let rebuilt = match uri.query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(new_uri) = rebuilt.parse() {
+            *request.uri_mut() = new_uri;
+        }
+    }
+    request
 }

@@ -596,3 +596,37 @@ async fn dangling_foreign_key_id_is_400_and_stores_nothing() {
     assert_eq!(err["code"], 4);
     assert_eq!(get(&app, "/routes").await.1["data"], json!([]));
 }
+
+#[tokio::test]
+async fn trailing_slash_is_tolerated() {
+    let (app, _) = app();
+    let (status, _) = json_req(
+        &app,
+        "POST",
+        "/services/",
+        json!({"name": "s", "host": "h"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(get(&app, "/services/s/").await.1["name"], "s");
+    assert_eq!(
+        get(&app, "/services/?size=1").await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn unavailable_cluster_is_503() {
+    let (app, fake) = app();
+    fake.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, err) = json_req(&app, "POST", "/consumers", json!({"username": "u"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(err["message"].as_str().unwrap().contains("no leader"));
+    let (status, _) = get(&app, "/consumers?consistency=linearizable").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Local reads keep working without a leader.
+    assert_eq!(get(&app, "/consumers").await.0, StatusCode::OK);
+}

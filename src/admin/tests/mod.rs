@@ -28,6 +28,8 @@ pub struct Fake {
     /// Commands proposed (whatever their outcome).
     pub writes: Arc<AtomicUsize>,
     pub barriers: Arc<AtomicUsize>,
+    /// When set, every write and barrier fails as if no leader answered.
+    pub down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Fake {
@@ -42,6 +44,9 @@ impl Backend for Fake {
         command: Command,
     ) -> impl Future<Output = Result<CommandOutput, WriteError>> + Send {
         self.writes.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return std::future::ready(Err(WriteError::Unavailable("no leader".into())));
+        }
         let proposal = Proposal {
             request_id: Uuid::new_v4(),
             command,
@@ -61,7 +66,7 @@ impl Backend for Fake {
                 .join()
                 .unwrap_or_else(|_| Err(WriteError::Unavailable("apply panicked".into())))
         });
-        async move { outcome }
+        std::future::ready(outcome)
     }
 
     fn state(&self) -> Arc<State> {
@@ -70,7 +75,14 @@ impl Backend for Fake {
 
     fn linearizable_barrier(&self) -> impl Future<Output = Result<(), WriteError>> + Send {
         self.barriers.fetch_add(1, Ordering::SeqCst);
-        async { Ok(()) }
+        let down = self.down.load(Ordering::SeqCst);
+        async move {
+            if down {
+                Err(WriteError::Unavailable("no leader".into()))
+            } else {
+                Ok(())
+            }
+        }
     }
 
     fn cluster_info(&self) -> Value {
