@@ -183,7 +183,7 @@ async fn nested_routes_and_plugins() {
     let p = create(
         &app,
         "/consumers/alice/plugins",
-        json!({"name": "acl", "config": {"allow": ["x"]}}),
+        json!({"name": "rate-limiting", "config": {"minute": 10}}),
     )
     .await;
     assert_eq!(p["consumer"]["id"], c["id"]);
@@ -289,7 +289,7 @@ async fn certificates_with_snis() {
     let cert = create(
         &app,
         "/certificates",
-        json!({"cert": "-----BEGIN CERTIFICATE-----", "key": "-----BEGIN PRIVATE KEY-----",
+        json!({"cert": TEST_CERT, "key": TEST_KEY,
                "snis": ["a.example.com", "b.example.com"]}),
     )
     .await;

@@ -21,6 +21,10 @@ use uuid::Uuid;
 use super::{router, AdminSettings, Backend, WriteError};
 use crate::model::{Command, CommandOutput, Proposal, State};
 
+/// A throwaway self-signed certificate and its key, for tests only.
+pub const TEST_CERT: &str = include_str!("testdata/cert.pem");
+pub const TEST_KEY: &str = include_str!("testdata/key.pem");
+
 /// Test-only backend: applies every command at once to a local `State`.
 #[derive(Clone, Default)]
 pub struct Fake {
@@ -51,9 +55,9 @@ impl Backend for Fake {
             request_id: Uuid::new_v4(),
             command,
         };
-        // imbl's OrdMap::remove over large `Entity` values needs more than
-        // the 2 MiB a test thread has in debug builds (reported to the
-        // model owner), so the fake applies on a thread with a larger stack.
+        // The skeleton `State` (imbl OrdMap of large `Entity` values)
+        // overflows a 2 MiB debug-build stack on remove; the model branch's
+        // `State` does not. Until it is merged, apply on a roomier thread.
         let state = self.state.clone();
         let outcome = std::thread::scope(|scope| {
             std::thread::Builder::new()

@@ -54,7 +54,7 @@ async fn fixtures(app: &Router) -> Fixtures {
     let cert = create(
         app,
         "/certificates",
-        json!({"cert": "c", "key": "k", "snis": ["cert.example", "sni.example"]}),
+        json!({"cert": TEST_CERT, "key": TEST_KEY, "snis": ["cert.example", "sni.example"]}),
     )
     .await;
     create(app, "/consumers/cons/jwt", json!({"key": "jwtkey"})).await;
@@ -124,11 +124,11 @@ fn body_for(op: &Op, method: &Method, fx: &Fixtures, n: usize) -> Value {
         EntityKind::Plugin if *method == Method::PUT => {
             json!({"name": "correlation-id", "instance_name": key})
         }
-        EntityKind::Plugin => json!({"name": "cors"}),
+        EntityKind::Plugin => json!({"name": "rate-limiting", "config": {"minute": 5}}),
         EntityKind::Target => {
             json!({"target": if *method == Method::PUT { key } else { format!("{fresh}:80") }})
         }
-        EntityKind::Certificate => json!({"cert": "c", "key": "k"}),
+        EntityKind::Certificate => json!({"cert": TEST_CERT, "key": TEST_KEY}),
         EntityKind::Sni => json!({"name": key, "certificate": {"id": fx.certificate}}),
         EntityKind::JwtCredential | EntityKind::KeyAuthCredential => json!({"key": key}),
         EntityKind::AclCredential => json!({"group": key}),
@@ -203,7 +203,10 @@ async fn every_documented_route_answers() {
             status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
             "{method} {uri} answered {status}: {body}"
         );
-        if *op != Op::ConfigPost {
+        // Deleting a parent that other walk entities still reference is
+        // refused by the model's foreign-key rule: a proper answer too.
+        let still_referenced = *method == Method::DELETE && body["code"] == 4;
+        if *op != Op::ConfigPost && !still_referenced {
             assert!(
                 status.is_success(),
                 "{method} {uri} answered {status}: {body}"
