@@ -16,6 +16,9 @@ use crate::model::{Command, Entity, EntityKind, State};
 
 /// The state as a flat declarative document: one top-level array per
 /// collection, foreign keys by id.
+///
+/// TODO(model merge): replace the body with
+/// `crate::model::declarative::dump(state)` (parents first, parses back).
 pub fn dump(state: &State) -> Value {
     let mut doc = Map::new();
     doc.insert("_format_version".into(), json!("3.0"));

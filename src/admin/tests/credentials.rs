@@ -121,8 +121,8 @@ async fn revocation_by_token_stores_only_its_hash() {
     assert!(rev.get("token").is_none());
     // Neither the answer nor anything stored holds the token.
     assert!(!rev.to_string().contains(&jwt));
-    let dump = get(&app, "/config").await.1.to_string();
-    assert!(!dump.contains(&jwt) && dump.contains(&sha256_hex(&jwt)));
+    let listed = get(&app, "/jwt-revocations").await.1.to_string();
+    assert!(!listed.contains(&jwt) && listed.contains(&sha256_hex(&jwt)));
     let records = fake.state().records();
     assert!(records
         .iter()
