@@ -46,7 +46,9 @@ pub struct AdminSettings {
     /// Whether requests must carry a token (the lead sets this when the
     /// admin listener is not loopback).
     pub require_tokens: bool,
-    /// Server counters shown by `GET /status`, updated by whoever serves.
+    /// Server counters shown by `GET /status`. The Admin API counts its own
+    /// requests in `total_requests`; share the `Arc` with the proxy so it
+    /// counts there too, and let the listeners keep `connections_*`.
     pub counters: Arc<AdminCounters>,
 }
 
@@ -69,6 +71,13 @@ impl AdminSettings {
     /// Adds a token given in clear (it is hashed at once).
     pub fn with_token(mut self, token: &str, role: Role) -> Self {
         self.tokens.push((credentials::sha256_hex(token), role));
+        self
+    }
+
+    /// Adds a token already hashed (hex SHA-256, as stored in settings).
+    pub fn with_token_hash(mut self, sha256_hex: &str, role: Role) -> Self {
+        self.tokens
+            .push((sha256_hex.trim().to_ascii_lowercase(), role));
         self
     }
 }
@@ -115,11 +124,18 @@ pub fn router<B: Backend>(backend: B, settings: AdminSettings) -> axum::Router {
     // Kong resolves `/services/` as `/services`: drop one trailing slash
     // before routing.
     let tolerant = tower::ServiceExt::map_request(inner, strip_trailing_slash);
+    let counters = settings.counters.clone();
     axum::Router::new()
         .fallback_service(tolerant)
         .layer(axum::middleware::from_fn_with_state(
             settings,
             auth::require_token,
+        ))
+        .layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| {
+                counters.total_requests.fetch_add(1, Ordering::Relaxed);
+                std::future::ready(request)
+            },
         ))
 }
 

@@ -94,7 +94,8 @@ async fn root_and_status() {
 
     let (status, st) = get(&app, "/status").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(st["server"]["total_requests"], 0);
+    // Three requests so far: the POST, `GET /` and this one.
+    assert_eq!(st["server"]["total_requests"], 3);
     assert!(st["server"]["connections_active"].is_u64());
     assert!(st["memory"].is_object());
     let hash = st["configuration_hash"].as_str().unwrap().to_string();

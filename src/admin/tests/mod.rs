@@ -5,6 +5,7 @@ mod auth_info;
 mod bodies;
 mod credentials;
 mod crud;
+mod listener;
 mod openapi_walk;
 
 use std::future::Future;
