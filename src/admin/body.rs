@@ -73,14 +73,14 @@ pub async fn decode(headers: &HeaderMap, bytes: bytes::Bytes) -> Result<Decoded,
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect::<Vec<_>>();
             Ok(Decoded {
-                value: nest_pairs(&pairs),
+                value: nest_pairs(&pairs)?,
                 from_form: true,
             })
         }
         Some("multipart/form-data") => {
             let pairs = multipart_pairs(headers, bytes).await?;
             Ok(Decoded {
-                value: nest_pairs(&pairs),
+                value: nest_pairs(&pairs)?,
                 from_form: true,
             })
         }
@@ -161,37 +161,57 @@ fn parse_key(key: &str) -> Vec<Seg> {
     segs
 }
 
+/// Deepest form key accepted (`a.b[1].c` is 4 levels).
+const MAX_KEY_DEPTH: usize = 32;
+/// Most array slots `[n]` keys may open in one body, so a small body
+/// cannot make a huge array.
+const MAX_INDEXED_SLOTS: usize = 65_536;
+
 /// Builds a JSON object from form pairs with Kong's key nesting. An empty
 /// value means null (Kong unsets the field); a plain key given twice
 /// becomes an array.
-pub fn nest_pairs(pairs: &[(String, String)]) -> Value {
+pub fn nest_pairs(pairs: &[(String, String)]) -> Result<Value, AdminError> {
     let mut root = Value::Object(Map::new());
+    let mut slots = MAX_INDEXED_SLOTS;
     for (key, value) in pairs {
         let segs = parse_key(key);
         if segs.is_empty() {
             continue;
+        }
+        if segs.len() > MAX_KEY_DEPTH {
+            return Err(AdminError::message(
+                StatusCode::BAD_REQUEST,
+                "form key nested too deeply",
+            ));
         }
         let leaf = if value.is_empty() {
             Value::Null
         } else {
             Value::String(value.clone())
         };
-        insert(&mut root, &segs, leaf);
+        insert(&mut root, &segs, leaf, &mut slots)?;
     }
     drop_holes(&mut root);
-    root
+    Ok(root)
 }
 
-fn insert(node: &mut Value, segs: &[Seg], leaf: Value) {
+fn insert(
+    node: &mut Value,
+    segs: &[Seg],
+    leaf: Value,
+    slots: &mut usize,
+) -> Result<(), AdminError> {
     let Some((first, rest)) = segs.split_first() else {
-        return;
+        return Ok(());
     };
     match first {
         Seg::Name(name) => {
             if !node.is_object() {
                 *node = Value::Object(Map::new());
             }
-            let Value::Object(map) = node else { return };
+            let Value::Object(map) = node else {
+                return Ok(());
+            };
             if rest.is_empty() {
                 match map.get_mut(name) {
                     Some(Value::Array(items)) => items.push(leaf),
@@ -203,21 +223,35 @@ fn insert(node: &mut Value, segs: &[Seg], leaf: Value) {
                         map.insert(name.clone(), leaf);
                     }
                 }
+                Ok(())
             } else {
-                insert(map.entry(name.clone()).or_insert(Value::Null), rest, leaf);
+                insert(
+                    map.entry(name.clone()).or_insert(Value::Null),
+                    rest,
+                    leaf,
+                    slots,
+                )
             }
         }
         Seg::Push | Seg::Index(_) => {
             if !node.is_array() {
                 *node = Value::Array(Vec::new());
             }
-            let Value::Array(items) = node else { return };
+            let Value::Array(items) = node else {
+                return Ok(());
+            };
             let slot = match first {
                 Seg::Index(n) => {
-                    // Bounded: a form key cannot make us allocate much.
-                    let n = (*n).min(10_000);
-                    if items.len() < n {
-                        items.resize(n, Value::Null);
+                    let grow = n.saturating_sub(items.len());
+                    if grow > *slots {
+                        return Err(AdminError::message(
+                            StatusCode::BAD_REQUEST,
+                            "form array index too large",
+                        ));
+                    }
+                    *slots -= grow;
+                    if grow > 0 {
+                        items.resize(*n, Value::Null);
                     }
                     n - 1
                 }
@@ -228,8 +262,9 @@ fn insert(node: &mut Value, segs: &[Seg], leaf: Value) {
             };
             if rest.is_empty() {
                 items[slot] = leaf;
+                Ok(())
             } else {
-                insert(&mut items[slot], rest, leaf);
+                insert(&mut items[slot], rest, leaf, slots)
             }
         }
     }
@@ -356,7 +391,8 @@ mod tests {
             ("methods", "POST"),
             ("headers[x-a][]", "1"),
             ("tags", ""),
-        ]));
+        ]))
+        .unwrap();
         assert_eq!(
             v,
             json!({
@@ -365,6 +401,21 @@ mod tests {
                 "service": {"id": "abc"}, "methods": ["GET", "POST"],
                 "headers": {"x-a": ["1"]}, "tags": null,
             })
+        );
+    }
+
+    #[test]
+    fn bounded_nesting() {
+        let deep = format!("a{}", ".b".repeat(40));
+        assert!(nest_pairs(&pairs(&[(deep.as_str(), "x")])).is_err());
+        assert!(nest_pairs(&pairs(&[("a[1000000]", "x")])).is_err());
+        let many: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("a{i}[1000]"), "x".to_string()))
+            .collect();
+        assert!(nest_pairs(&many).is_err(), "the slot budget is per body");
+        assert_eq!(
+            nest_pairs(&pairs(&[("a[3]", "x")])).unwrap(),
+            json!({"a": ["x"]})
         );
     }
 

@@ -40,7 +40,7 @@ fn config_text(content_type: &str, bytes: &[u8]) -> Result<String, AdminError> {
     };
     if content_type == "application/x-www-form-urlencoded" {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
-        return match body::nest_pairs(&pairs).get("config") {
+        return match body::nest_pairs(&pairs)?.get("config") {
             Some(Value::String(s)) => Ok(s.clone()),
             _ => Err(AdminError::field("config", "required field missing")),
         };
