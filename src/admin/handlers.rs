@@ -21,8 +21,8 @@ use super::lookup::{find, parent_id, sni_names, tags};
 use super::pagination::PageQuery;
 use super::prepare::{prepare, Mode, Prepared};
 use super::routes::{Op, Scope};
-use super::{cluster, config, groups, info, AdminSettings};
-use crate::model::{Command, CommandOutput, Entity, EntityKind, Sni, State};
+use super::{certificates, cluster, config, groups, info, tags, AdminSettings};
+use crate::model::{Command, CommandOutput, Entity, EntityKind, State};
 
 /// What every handler shares.
 pub struct App<B> {
@@ -144,7 +144,7 @@ async fn run<B: Backend>(ctx: Ctx<B>, op: Op) -> Result<Response, AdminError> {
         Op::AddGroupMembers => groups::add(&ctx).await,
         Op::RemoveGroupMember => groups::remove(&ctx).await,
         Op::GroupsOfConsumer => groups::of_consumer(&ctx),
-        Op::Tags => list_tags(&ctx),
+        Op::Tags => tags::list(&ctx),
         Op::PluginsEnabled => Ok(Json(info::plugins_enabled()).into_response()),
         Op::Root => Ok(Json(info::root(&ctx.app)).into_response()),
         Op::Status => Ok(Json(info::status(&ctx.app)).into_response()),
@@ -270,62 +270,7 @@ async fn commit<B: Backend>(
         };
         return Ok(render(&backend.state(), &stored));
     };
-    // A certificate with `snis`: the certificate and its new SNIs in one
-    // command, then the SNIs it no longer lists are removed.
-    let state = backend.state();
-    let cert_id = entity.id();
-    if create && state.get(EntityKind::Certificate, cert_id).is_some() {
-        return Err(crate::model::ApplyError::PrimaryKey {
-            id: cert_id.to_string(),
-        }
-        .into());
-    }
-    let current: Vec<(Uuid, String)> = state
-        .iter(EntityKind::Sni)
-        .filter_map(|e| match e {
-            Entity::Sni(s) if s.certificate.id == cert_id => Some((s.id, s.name.clone())),
-            _ => None,
-        })
-        .collect();
-    let t = now();
-    let mut entities = vec![entity.clone()];
-    for name in &names {
-        if current.iter().any(|(_, n)| n == name) {
-            continue;
-        }
-        let sni = Entity::Sni(Sni {
-            id: Uuid::new_v4(),
-            created_at: t,
-            updated_at: t,
-            name: name.clone(),
-            certificate: crate::model::ForeignKey::new(cert_id),
-            tags: None,
-        });
-        crate::model::validate::validate_entity(&sni)?;
-        entities.push(sni);
-    }
-    backend
-        .write(Command::ApplyConfig {
-            entities,
-            delete_missing: false,
-            select_tags: Vec::new(),
-        })
-        .await?;
-    for (id, name) in current {
-        if !names.contains(&name) {
-            backend
-                .write(Command::Delete {
-                    kind: EntityKind::Sni,
-                    id,
-                })
-                .await?;
-        }
-    }
-    let state = backend.state();
-    let stored = state
-        .get(EntityKind::Certificate, cert_id)
-        .unwrap_or(&entity);
-    Ok(render(&state, stored))
+    certificates::store_with_snis(backend, entity, names, create).await
 }
 
 async fn delete<B: Backend>(ctx: &Ctx<B>, scope: Scope) -> Result<Response, AdminError> {
@@ -343,32 +288,4 @@ async fn delete<B: Backend>(ctx: &Ctx<B>, scope: Scope) -> Result<Response, Admi
         }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// `GET /tags` and `GET /tags/{tag}`: `{entity_name, entity_id, tag}` rows.
-fn list_tags<B: Backend>(ctx: &Ctx<B>) -> Result<Response, AdminError> {
-    let state = ctx.app.backend.state();
-    let page = PageQuery::parse(&ctx.query)?;
-    let only = ctx.params.get("tag");
-    let mut rows = Vec::new();
-    for (index, kind) in EntityKind::ALL.iter().enumerate() {
-        for entity in state.iter(*kind) {
-            let mut entity_tags: Vec<&String> = tags(entity).iter().collect();
-            entity_tags.sort();
-            entity_tags.dedup();
-            for tag in entity_tags {
-                if only.is_none_or(|t| t == tag) {
-                    let key = format!("{index:02}/{}/{tag}", entity.id());
-                    rows.push((key, kind.collection(), entity.id(), tag.clone()));
-                }
-            }
-        }
-    }
-    let body = page.page(
-        rows.into_iter(),
-        |(key, ..)| key.clone(),
-        |(_, name, id, tag)| json!({"entity_name": name, "entity_id": id, "tag": tag}),
-        &ctx.path,
-    );
-    Ok(Json(body).into_response())
 }

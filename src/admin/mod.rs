@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod backend;
 pub mod body;
+mod certificates;
 mod cluster;
 mod config;
 pub mod credentials;
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod prepare;
 pub mod routes;
+mod tags;
 
 #[cfg(test)]
 mod tests;
