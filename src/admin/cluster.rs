@@ -3,9 +3,9 @@
 //! removes one. `GET /cluster` is the backend's view, served directly.
 
 use super::backend::Backend;
+use super::decode::decode_plain;
 use super::errors::AdminError;
 use super::handlers::Ctx;
-use super::prepare::decode_plain;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -6,7 +6,10 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+
+use crate::model::EntityKind;
 
 /// A credential key as Kong makes one: 32 random hex characters.
 pub fn random_key() -> String {
@@ -53,6 +56,26 @@ pub fn expiry(token: &str) -> Option<i64> {
     let exp = claims.get("exp")?;
     exp.as_i64()
         .or_else(|| exp.as_f64().map(|f| f.ceil() as i64))
+}
+
+/// Fills a new credential's `key` (and a jwt's `secret`) when the body
+/// left them out, as Kong's `auto` fields.
+pub fn generate_credentials(kind: EntityKind, value: &mut Map<String, Value>) {
+    let missing = |v: &Map<String, Value>, f: &str| v.get(f).is_none_or(Value::is_null);
+    match kind {
+        EntityKind::JwtCredential => {
+            if missing(value, "key") {
+                value.insert("key".into(), json!(random_key()));
+            }
+            if missing(value, "secret") {
+                value.insert("secret".into(), json!(random_secret()));
+            }
+        }
+        EntityKind::KeyAuthCredential if missing(value, "key") => {
+            value.insert("key".into(), json!(random_key()));
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

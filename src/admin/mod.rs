@@ -11,6 +11,7 @@ mod certificates;
 mod cluster;
 mod config;
 pub mod credentials;
+pub mod decode;
 pub mod errors;
 mod groups;
 pub mod handlers;
@@ -19,7 +20,9 @@ pub mod lookup;
 pub mod openapi;
 pub mod pagination;
 pub mod prepare;
+mod revocations;
 pub mod routes;
+mod shorthand;
 mod tags;
 
 #[cfg(test)]
