@@ -168,15 +168,17 @@ async fn every_documented_route_answers() {
     let (app, _) = app();
     let fx = fixtures(&app).await;
     let table = routes::table();
-    let mut calls: Vec<(Method, String, Op)> = Vec::new();
+    let doc = get(&app, "/openapi.json").await.1;
+    let mut calls: Vec<(Method, String, Op, String)> = Vec::new();
     for spec in &table {
         for (method, op) in &spec.ops {
-            calls.push((method.clone(), concrete(&spec.path, op, &fx), *op));
+            let uri = concrete(&spec.path, op, &fx);
+            calls.push((method.clone(), uri, *op, spec.path.clone()));
         }
     }
     // Deletes last, so that every other call still finds its fixture, and
     // children before their parents.
-    calls.sort_by_key(|(m, _, op)| {
+    calls.sort_by_key(|(m, _, op, _)| {
         let rank = match op {
             Op::Delete(s) if s.kind == EntityKind::Route => 1,
             Op::Delete(s) if s.parent.is_none() && s.kind != EntityKind::JwtRevocation => 2,
@@ -185,7 +187,7 @@ async fn every_documented_route_answers() {
         (*m == Method::DELETE, rank)
     });
     let mut checked = 0;
-    for (n, (method, uri, op)) in calls.iter().enumerate() {
+    for (n, (method, uri, op, path)) in calls.iter().enumerate() {
         let (status, body) = if matches!(*method, Method::GET | Method::DELETE) {
             send(
                 &app,
@@ -212,9 +214,49 @@ async fn every_documented_route_answers() {
                 "{method} {uri} answered {status}: {body}"
             );
         }
+        matches_document(&doc, path, method, status, &body);
         checked += 1;
     }
     assert!(checked > 100, "the walk covered {checked} operations");
+}
+
+/// The answer's status is documented for the operation, and an entity (or
+/// each entity of a page) has exactly the documented fields.
+fn matches_document(doc: &Value, path: &str, method: &Method, status: StatusCode, body: &Value) {
+    let operation = &doc["paths"][path][method.as_str().to_ascii_lowercase()];
+    let response = &operation["responses"][status.as_str()];
+    assert!(
+        response.is_object(),
+        "{method} {path}: {status} is not documented"
+    );
+    if !status.is_success() {
+        assert!(body["message"].is_string(), "{method} {path}: {body}");
+        return;
+    }
+    let schema = &response["content"]["application/json"]["schema"];
+    let fields_of = |reference: &Value| -> Option<Vec<String>> {
+        let name = reference["$ref"].as_str()?.rsplit('/').next()?;
+        let props = doc["components"]["schemas"][name]["properties"].as_object()?;
+        let mut keys: Vec<String> = props.keys().cloned().collect();
+        keys.sort();
+        Some(keys)
+    };
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    if let Some(expected) = fields_of(schema) {
+        assert_eq!(keys(body), expected, "{method} {path}: {body}");
+    }
+    if let Some(expected) = fields_of(&schema["properties"]["data"]["items"]) {
+        for item in body["data"].as_array().expect("a page") {
+            assert_eq!(keys(item), expected, "{method} {path}: {item}");
+        }
+    }
 }
 
 #[tokio::test]
