@@ -34,6 +34,38 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Reads an admin tokens file: one `role:token` per line (`admin` or
+/// `read-only`), blank lines and `#` comments ignored. Tokens are hashed
+/// at once; errors name the line, never the token.
+pub fn parse_tokens(text: &str) -> Result<Vec<(String, Role)>, String> {
+    let mut tokens = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (role, token) = line
+            .split_once(':')
+            .ok_or_else(|| format!("admin tokens line {}: expected role:token", index + 1))?;
+        let role: Role = role
+            .trim()
+            .parse()
+            .map_err(|e| format!("admin tokens line {}: {e}", index + 1))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!("admin tokens line {}: empty token", index + 1));
+        }
+        tokens.push((sha256_hex(token), role));
+    }
+    Ok(tokens)
+}
+
+/// Whether an admin listener on `addr` must require tokens (anything but
+/// loopback, as the design says).
+pub fn tokens_required_for(addr: &std::net::SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
     if let Some(t) = headers
         .get("kong-admin-token")
@@ -88,5 +120,30 @@ pub async fn require_token(
         )
         .into_response(),
         Some(_) => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_file() {
+        let text = "# comment\nadmin: s3cret\n\nread-only:viewer\n";
+        let tokens = parse_tokens(text).unwrap();
+        assert_eq!(
+            tokens,
+            vec![
+                (sha256_hex("s3cret"), Role::Admin),
+                (sha256_hex("viewer"), Role::ReadOnly)
+            ]
+        );
+        let err = parse_tokens("root:hunter2").unwrap_err();
+        assert!(err.contains("line 1") && !err.contains("hunter2"), "{err}");
+        assert!(parse_tokens("no-colon").is_err());
+        assert!(parse_tokens("admin:").is_err());
+        assert!(tokens_required_for(&"0.0.0.0:8001".parse().unwrap()));
+        assert!(!tokens_required_for(&"127.0.0.1:8001".parse().unwrap()));
+        assert!(!tokens_required_for(&"[::1]:8001".parse().unwrap()));
     }
 }
