@@ -35,7 +35,7 @@ pub use auth::Role;
 pub use backend::{Backend, WriteError};
 
 /// Node facts and access rules the Admin API needs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminSettings {
     pub node_id: u64,
     pub hostname: String,
@@ -84,6 +84,20 @@ impl AdminSettings {
         self.tokens
             .push((sha256_hex.trim().to_ascii_lowercase(), role));
         self
+    }
+}
+
+/// Token hashes stay out of debug output (a weak token could be guessed
+/// back from its hash).
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("node_id", &self.node_id)
+            .field("hostname", &self.hostname)
+            .field("version", &self.version)
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("require_tokens", &self.require_tokens)
+            .finish_non_exhaustive()
     }
 }
 

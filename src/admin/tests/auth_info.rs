@@ -208,3 +208,15 @@ async fn post_config_replaces_the_configuration() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
     assert_eq!(get(&app, "/services/users").await.0, StatusCode::OK);
 }
+
+#[test]
+fn settings_debug_hides_token_hashes() {
+    let settings = AdminSettings::new(1).with_token("t0ken", Role::Admin);
+    let shown = format!("{settings:?}");
+    let hash = crate::admin::credentials::sha256_hex("t0ken");
+    assert!(
+        !shown.contains(&hash) && !shown.contains("t0ken"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 redacted"));
+}
