@@ -20,7 +20,7 @@ use super::errors::AdminError;
 use super::lookup::{find, parent_id, sni_names, tags};
 use super::pagination::PageQuery;
 use super::prepare::{prepare, Mode, Prepared};
-use super::routes::{Op, Scope};
+use super::routes::{Members, Op, Scope};
 use super::{certificates, cluster, config, groups, info, tags, AdminSettings};
 use crate::model::{Command, CommandOutput, Entity, EntityKind, State};
 
@@ -140,10 +140,16 @@ async fn run<B: Backend>(ctx: Ctx<B>, op: Op) -> Result<Response, AdminError> {
         Op::Put(scope) => put(&ctx, scope).await,
         Op::Patch(scope) => patch(&ctx, scope).await,
         Op::Delete(scope) => delete(&ctx, scope).await,
-        Op::GroupMembers => groups::members(&ctx),
-        Op::AddGroupMembers => groups::add(&ctx).await,
-        Op::RemoveGroupMember => groups::remove(&ctx).await,
-        Op::GroupsOfConsumer => groups::of_consumer(&ctx),
+        Op::Members(m) => match m {
+            Members::Detail => groups::detail(&ctx),
+            Members::List { of_group: true } => groups::consumers_of(&ctx),
+            Members::List { of_group: false } => groups::groups_of(&ctx),
+            Members::Add { of_group: true } => groups::add_consumers(&ctx).await,
+            Members::Add { of_group: false } => groups::add_groups(&ctx).await,
+            Members::RemoveAll { of_group } => groups::remove_all(&ctx, of_group).await,
+            Members::Get { of_group } => groups::member(&ctx, of_group),
+            Members::Remove { of_group } => groups::remove_member(&ctx, of_group).await,
+        },
         Op::Tags => tags::list(&ctx),
         Op::PluginsEnabled => Ok(Json(info::plugins_enabled()).into_response()),
         Op::Root => Ok(Json(info::root(&ctx.app)).into_response()),

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::decode::decode;
-use super::routes::{Op, RouteSpec, Scope};
+use super::routes::{Members, Op, RouteSpec, Scope};
 use crate::model::EntityKind;
 
 /// What a successful answer carries.
@@ -36,6 +36,29 @@ fn what(scope: &Scope) -> String {
     }
 }
 
+fn members(m: &Members) -> (String, u16, Answer) {
+    let (text, status, answer) = match m {
+        Members::Detail => (
+            "Read a group with its consumers and plugins",
+            200,
+            Answer::Object,
+        ),
+        Members::List { of_group: true } => ("List the consumers of a group", 200, Answer::Object),
+        Members::List { of_group: false } => ("List the groups of a consumer", 200, Answer::Object),
+        Members::Add { of_group: true } => ("Add consumers to a group", 201, Answer::Object),
+        Members::Add { of_group: false } => ("Add a consumer to groups", 201, Answer::Object),
+        Members::RemoveAll { of_group: true } => {
+            ("Remove every consumer from a group", 204, Answer::Empty)
+        }
+        Members::RemoveAll { of_group: false } => {
+            ("Remove a consumer from every group", 204, Answer::Empty)
+        }
+        Members::Get { .. } => ("Read one membership", 200, Answer::Object),
+        Members::Remove { .. } => ("Remove one membership", 204, Answer::Empty),
+    };
+    (text.to_string(), status, answer)
+}
+
 fn describe(op: &Op, method: &Method, path: &str) -> Operation {
     use Answer::*;
     let (summary, status, answer) = match op {
@@ -57,18 +80,7 @@ fn describe(op: &Op, method: &Method, path: &str) -> Operation {
             204,
             Empty,
         ),
-        Op::GroupMembers => (
-            "List the consumers of a group".into(),
-            200,
-            Page(EntityKind::Consumer),
-        ),
-        Op::AddGroupMembers => ("Add consumers to a group".into(), 201, Object),
-        Op::RemoveGroupMember => ("Remove a consumer from a group".into(), 204, Empty),
-        Op::GroupsOfConsumer => (
-            "List a consumer's groups".into(),
-            200,
-            Page(EntityKind::ConsumerGroup),
-        ),
+        Op::Members(m) => members(m),
         Op::Tags => ("List tagged entities".into(), 200, TagRows),
         Op::PluginsEnabled => ("Plugins this node runs".into(), 200, Object),
         Op::Root => ("Node information".into(), 200, Object),
@@ -103,11 +115,9 @@ fn describe(op: &Op, method: &Method, path: &str) -> Operation {
         ]);
     }
     match op {
-        Op::List(_) | Op::GroupMembers | Op::GroupsOfConsumer | Op::Tags => {
-            errors.push((400, "invalid size, offset or tags"))
-        }
-        Op::Create(_) | Op::Put(_) | Op::Patch(_) | Op::AddGroupMembers => {
-            errors.push((409, "unique violation"))
+        Op::List(_) | Op::Tags => errors.push((400, "invalid size, offset or tags")),
+        Op::Create(_) | Op::Put(_) | Op::Patch(_) | Op::Members(Members::Add { .. }) => {
+            errors.push((409, "unique violation or already a member"))
         }
         Op::Delete(_) => errors.push((400, "still referenced by other entities")),
         Op::RemoveNode => errors.push((400, "invalid node id")),

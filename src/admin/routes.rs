@@ -36,14 +36,8 @@ pub enum Op {
     Put(Scope),
     Patch(Scope),
     Delete(Scope),
-    /// `GET /consumer_groups/{parent}/consumers`.
-    GroupMembers,
-    /// `POST /consumer_groups/{parent}/consumers`.
-    AddGroupMembers,
-    /// `DELETE /consumer_groups/{parent}/consumers/{id}`.
-    RemoveGroupMember,
-    /// `GET /consumers/{parent}/consumer_groups`.
-    GroupsOfConsumer,
+    /// Consumer group membership (`groups.rs`).
+    Members(Members),
     /// `GET /tags` and `GET /tags/{tag}`.
     Tags,
     /// `GET /plugins/enabled`.
@@ -56,6 +50,30 @@ pub enum Op {
     ConfigGet,
     ConfigPost,
     OpenApi,
+}
+
+/// Membership endpoints. `of_group`: the path starts at the group
+/// (`/consumer_groups/{parent}/consumers…`) rather than at the consumer
+/// (`/consumers/{parent}/consumer_groups…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Members {
+    /// `GET /consumer_groups/{id}`: the group, its consumers and plugins.
+    Detail,
+    List {
+        of_group: bool,
+    },
+    Add {
+        of_group: bool,
+    },
+    RemoveAll {
+        of_group: bool,
+    },
+    Get {
+        of_group: bool,
+    },
+    Remove {
+        of_group: bool,
+    },
 }
 
 /// One path of the table with its methods.
@@ -220,7 +238,11 @@ pub fn table() -> Vec<RouteSpec> {
         ),
     ];
     for &(segment, kind) in COLLECTIONS {
-        let (coll, item) = crud(Scope { kind, parent: None });
+        let (coll, mut item) = crud(Scope { kind, parent: None });
+        if kind == EntityKind::ConsumerGroup {
+            // Kong shows a group with its consumers and plugins.
+            item[0] = (Method::GET, Op::Members(Members::Detail));
+        }
         t.push(spec(format!("/{segment}"), segment, coll));
         t.push(spec(format!("/{segment}/{{id}}"), segment, item));
     }
@@ -241,24 +263,33 @@ pub fn table() -> Vec<RouteSpec> {
             item,
         ));
     }
-    t.push(spec(
-        "/consumer_groups/{parent}/consumers",
-        "consumer_groups",
-        vec![
-            (Method::GET, Op::GroupMembers),
-            (Method::POST, Op::AddGroupMembers),
-        ],
-    ));
-    t.push(spec(
-        "/consumer_groups/{parent}/consumers/{id}",
-        "consumer_groups",
-        vec![(Method::DELETE, Op::RemoveGroupMember)],
-    ));
-    t.push(spec(
-        "/consumers/{parent}/consumer_groups",
-        "consumers",
-        vec![(Method::GET, Op::GroupsOfConsumer)],
-    ));
+    for (of_group, path) in [
+        (true, "/consumer_groups/{parent}/consumers"),
+        (false, "/consumers/{parent}/consumer_groups"),
+    ] {
+        let group = if of_group {
+            "consumer_groups"
+        } else {
+            "consumers"
+        };
+        t.push(spec(
+            path,
+            group,
+            vec![
+                (Method::GET, Op::Members(Members::List { of_group })),
+                (Method::POST, Op::Members(Members::Add { of_group })),
+                (Method::DELETE, Op::Members(Members::RemoveAll { of_group })),
+            ],
+        ));
+        t.push(spec(
+            format!("{path}/{{id}}"),
+            group,
+            vec![
+                (Method::GET, Op::Members(Members::Get { of_group })),
+                (Method::DELETE, Op::Members(Members::Remove { of_group })),
+            ],
+        ));
+    }
     // Revocations are created and lifted, never edited.
     let revocations = Scope {
         kind: EntityKind::JwtRevocation,

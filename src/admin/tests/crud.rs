@@ -380,19 +380,87 @@ async fn consumer_group_membership() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, err) = json_req(&app, "POST", "/consumer_groups/free/consumers", json!({})).await;
+    assert_eq!(
+        (status, err),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "must provide consumer"})
+        )
+    );
     let (_, members) = get(&app, "/consumer_groups/free/consumers").await;
-    assert_eq!(members["data"].as_array().unwrap().len(), 2);
+    assert_eq!(members["consumers"].as_array().unwrap().len(), 2);
+    let (_, detail) = get(&app, "/consumer_groups/free").await;
+    assert_eq!(detail["consumer_group"]["id"], g["id"]);
+    assert_eq!(detail["consumers"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["plugins"], json!([]));
     let (_, groups) = get(&app, "/consumers/alice/consumer_groups").await;
-    assert_eq!(groups["data"][0]["name"], "free");
+    assert_eq!(groups["consumer_groups"][0]["name"], "free");
+    let (status, one) = get(&app, "/consumer_groups/free/consumers/alice").await;
+    assert_eq!(
+        (status, &one["consumer"]["id"]),
+        (StatusCode::OK, &alice["id"])
+    );
+    let (status, one) = get(&app, "/consumers/alice/consumer_groups/free").await;
+    assert_eq!(
+        (status, &one["consumer_group"]["id"]),
+        (StatusCode::OK, &g["id"])
+    );
+
+    // Joining from the consumer's side.
+    create(&app, "/consumer_groups", json!({"name": "premium"})).await;
+    let (status, joined) = form_req(
+        &app,
+        "POST",
+        "/consumers/alice/consumer_groups",
+        "group=premium",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{joined}");
+    assert_eq!(joined["consumer"]["id"], alice["id"]);
+    assert_eq!(joined["consumer_groups"][0]["name"], "premium");
+
     assert_eq!(
         delete(&app, "/consumer_groups/free/consumers/alice")
             .await
             .0,
         StatusCode::NO_CONTENT
     );
+    let (status, err) = delete(&app, "/consumer_groups/free/consumers/alice").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("not found in Group"));
+    assert_eq!(
+        get(&app, "/consumer_groups/free/consumers/alice").await.0,
+        StatusCode::NOT_FOUND
+    );
     let (_, members) = get(&app, "/consumer_groups/free/consumers").await;
-    assert_eq!(members["data"].as_array().unwrap().len(), 1);
-    assert_eq!(members["data"][0]["username"], "bob");
+    assert_eq!(members["consumers"].as_array().unwrap().len(), 1);
+    assert_eq!(members["consumers"][0]["username"], "bob");
+
+    // Emptying: a group, and a consumer's memberships.
+    assert_eq!(
+        delete(&app, "/consumer_groups/free/consumers").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(&app, "/consumer_groups/free/consumers").await.1["consumers"],
+        json!([])
+    );
+    assert_eq!(
+        delete(&app, "/consumers/alice/consumer_groups").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(&app, "/consumers/alice/consumer_groups").await.1["consumer_groups"],
+        json!([])
+    );
+    assert_eq!(
+        get(&app, "/consumer_groups/nope/consumers").await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::admin::routes::{self, Op, Scope};
+use crate::admin::routes::{self, Members, Op, Scope};
 use crate::model::EntityKind;
 
 /// Ids of the fixtures the walk addresses.
@@ -28,6 +28,7 @@ async fn fixtures(app: &Router) -> Fixtures {
     let cons = create(app, "/consumers", json!({"username": "cons"})).await;
     create(app, "/consumers", json!({"username": "cons2"})).await;
     create(app, "/consumer_groups", json!({"name": "grp"})).await;
+    create(app, "/consumer_groups", json!({"name": "grp2"})).await;
     json_req(
         app,
         "POST",
@@ -102,7 +103,8 @@ fn body_for(op: &Op, method: &Method, fx: &Fixtures, n: usize) -> Value {
     let scope = match op {
         Op::Create(s) | Op::Put(s) => *s,
         Op::Patch(_) => return json!({"tags": ["patched"]}),
-        Op::AddGroupMembers => return json!({"consumer": "cons2"}),
+        Op::Members(Members::Add { of_group: true }) => return json!({"consumer": "cons2"}),
+        Op::Members(Members::Add { of_group: false }) => return json!({"group": "grp2"}),
         Op::AddNode => return json!({"node_id": 2, "address": "a:1"}),
         _ => return json!({}),
     };
@@ -151,10 +153,13 @@ fn concrete(path: &str, op: &Op, fx: &Fixtures) -> String {
             s.parent.map_or("", |p| name_of(p.kind)).to_string(),
             item_key(s, fx),
         ),
-        Op::GroupMembers | Op::AddGroupMembers | Op::RemoveGroupMember => {
-            ("grp".into(), "cons".into())
-        }
-        Op::GroupsOfConsumer => ("cons".into(), String::new()),
+        Op::Members(Members::Detail) => (String::new(), "grp".into()),
+        // From the group's side: cons in grp; from the consumer's side:
+        // cons in grp2 (joined by the walk's own POST, which runs first).
+        Op::Members(Members::List { of_group: true } | Members::Add { of_group: true })
+        | Op::Members(Members::Get { of_group: true } | Members::Remove { of_group: true })
+        | Op::Members(Members::RemoveAll { of_group: true }) => ("grp".into(), "cons".into()),
+        Op::Members(_) => ("cons".into(), "grp2".into()),
         Op::RemoveNode => (String::new(), "2".into()),
         _ => (String::new(), String::new()),
     };
@@ -181,6 +186,7 @@ async fn every_documented_route_answers() {
     calls.sort_by_key(|(m, _, op, _)| {
         let rank = match op {
             Op::Delete(s) if s.kind == EntityKind::Route => 1,
+            Op::Members(Members::RemoveAll { .. }) => 1,
             Op::Delete(s) if s.parent.is_none() && s.kind != EntityKind::JwtRevocation => 2,
             _ => 0,
         };
