@@ -21,7 +21,7 @@ use super::lookup::{find, parent_id, sni_names, tags};
 use super::pagination::PageQuery;
 use super::prepare::{prepare, Mode, Prepared};
 use super::routes::{Members, Op, Scope};
-use super::{certificates, cluster, config, groups, info, tags, AdminSettings};
+use super::{certificates, cluster, config, groups, info, revocations, tags, AdminSettings};
 use crate::model::{Command, CommandOutput, Entity, EntityKind, State};
 
 /// What every handler shares.
@@ -212,8 +212,15 @@ async fn create<B: Backend>(ctx: &Ctx<B>, scope: Scope) -> Result<Response, Admi
     let decoded = ctx.decoded().await?;
     let state = ctx.app.backend.state();
     let parent = ctx.parent(&state, scope)?;
+    let wait = match scope.kind {
+        EntityKind::JwtRevocation => revocations::wait_request(&ctx.query)?,
+        _ => None,
+    };
     let prepared = prepare(&state, scope.kind, decoded, Mode::Create, parent, now())?;
-    let entity = commit(ctx, prepared, true).await?;
+    let mut entity = commit(ctx, prepared, true).await?;
+    if let Some(timeout) = wait {
+        entity["wait"] = revocations::wait_all(&ctx.app.backend, timeout).await;
+    }
     Ok((StatusCode::CREATED, Json(entity)).into_response())
 }
 

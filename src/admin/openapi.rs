@@ -221,6 +221,18 @@ fn parameters(path: &str, method: &Method) -> Vec<Value> {
                    "schema": {"type": "string"}})
         })
         .collect();
+    if path == "/jwt-revocations" && *method == Method::POST {
+        for (name, description) in [
+            (
+                "wait",
+                "all: answer once every live node enforces the revocation",
+            ),
+            ("timeout_ms", "longest wait, 1 to 60000 (default 5000)"),
+        ] {
+            params.push(json!({"name": name, "in": "query", "required": false,
+                               "description": description, "schema": {"type": "string"}}));
+        }
+    }
     if *method == Method::GET {
         for (name, description) in [
             ("size", "page size, 1 to 1000 (default 100)"),

@@ -4,8 +4,44 @@
 
 use serde_json::{json, Map, Value};
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::backend::Backend;
 use super::credentials;
 use super::errors::{violation_at, AdminError};
+
+/// Longest `?timeout_ms` a `?wait=all` may ask for.
+const MAX_WAIT_MS: u64 = 60_000;
+const DEFAULT_WAIT_MS: u64 = 5_000;
+
+/// Reads `?wait=all[&timeout_ms=N]` before anything is written: `None`
+/// when the caller did not ask to wait.
+pub fn wait_request(query: &HashMap<String, String>) -> Result<Option<Duration>, AdminError> {
+    if query.get("wait").map(String::as_str) != Some("all") {
+        return Ok(None);
+    }
+    let ms = match query.get("timeout_ms") {
+        None => DEFAULT_WAIT_MS,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
+            .ok_or_else(|| {
+                AdminError::field("timeout_ms", "expected an integer between 1 and 60000")
+            })?,
+    };
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// After the revocation is stored: waits until every live node applied it
+/// (and so enforces it), and says which had not when the wait ended.
+pub async fn wait_all<B: Backend>(backend: &B, timeout: Duration) -> Value {
+    match backend.wait_all_applied(timeout).await {
+        Ok(lagging) => json!({"all_applied": lagging.is_empty(), "lagging": lagging}),
+        Err(e) => json!({"all_applied": false, "error": e.to_string()}),
+    }
+}
 
 /// `/jwt-revocations`: the token itself becomes its hash (and its `exp`
 /// the entry's expiry); exactly one matcher must be given.

@@ -207,3 +207,38 @@ async fn revocation_by_jti_consumer_and_credential() {
     assert_eq!(rest["data"].as_array().unwrap().len(), 2);
     assert_eq!(rest["next"], Value::Null);
 }
+
+#[tokio::test]
+async fn revocation_wait_all() {
+    let (app, fake) = app();
+    let (status, rev) = json_req(
+        &app,
+        "POST",
+        "/jwt-revocations?wait=all",
+        json!({"jti": "a"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{rev}");
+    assert_eq!(rev["wait"], json!({"all_applied": true, "lagging": []}));
+    let (status, _) = json_req(
+        &app,
+        "POST",
+        "/jwt-revocations?wait=all&timeout_ms=0",
+        json!({"jti": "b"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let writes = fake.writes();
+    assert_eq!(
+        get(&app, "/jwt-revocations").await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "a bad wait parameter stores nothing"
+    );
+    // Without ?wait the answer is the plain entity.
+    let rev = create(&app, "/jwt-revocations", json!({"jti": "c"})).await;
+    assert!(rev.get("wait").is_none());
+    assert_eq!(fake.writes(), writes + 1);
+}

@@ -106,6 +106,19 @@ impl Backend for Fake {
     async fn remove_node(&self, node_id: u64) -> Result<Value, WriteError> {
         Ok(json!({"removed": node_id}))
     }
+
+    async fn wait_all_applied(
+        &self,
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<u64>, WriteError> {
+        // One node: it applied the write before answering. When "down",
+        // pretend two peers lag.
+        if self.down.load(Ordering::SeqCst) {
+            Ok(vec![2, 3])
+        } else {
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// A router over a fresh fake backend.
