@@ -79,14 +79,9 @@ pub fn prepare(
     }
     resolve_foreign_keys(state, kind, &mut body)?;
 
-    let creating = !matches!(
-        mode,
-        Mode::Patch(_)
-            | Mode::Put {
-                existing: Some(_),
-                ..
-            }
-    );
+    // Kong fills `auto` fields on insert and on PUT (a full replacement),
+    // never on PATCH.
+    let fill_auto = !matches!(mode, Mode::Patch(_));
     let mut value = match mode {
         Mode::Create => {
             let id = match body.get("id") {
@@ -137,7 +132,7 @@ pub fn prepare(
     if has_updated_at(kind) {
         value.insert("updated_at".into(), json!(now));
     }
-    if creating {
+    if fill_auto {
         generate_credentials(kind, &mut value);
     }
     strip_nulls(&mut value);
