@@ -13,6 +13,9 @@ use crate::model::{plugin_schemas, ApplyError, Entity, EntityKind};
 /// Most coercion retries one decode may make (one per offending field).
 const MAX_COERCIONS: usize = 64;
 
+/// Replaces a plugin's `config` with the model's normalized form (Kong's
+/// defaults filled in); for form bodies, fields the schema rejected as
+/// strings are coerced and the schema asked again.
 pub fn normalize_plugin(value: &mut Map<String, Value>, from_form: bool) -> Result<(), AdminError> {
     let name = match value.get("name") {
         Some(Value::String(n)) => n.clone(),
