@@ -177,7 +177,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let _ = axum::serve(status, crate::observe::status::router(probe)).await;
     });
-    let admin_router = crate::admin::interim::router(store.clone());
+    let mut admin_settings = crate::admin::AdminSettings::new(settings.node_id);
+    if let Some(file) = &settings.admin_tokens_file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        admin_settings.tokens =
+            crate::admin::auth::parse_tokens(&text).map_err(anyhow::Error::msg)?;
+    }
+    admin_settings.require_tokens = crate::admin::auth::tokens_required_for(&settings.admin_listen);
+    if admin_settings.require_tokens && admin_settings.tokens.is_empty() {
+        anyhow::bail!(
+            "the admin listener {} is not loopback: give admin tokens with --admin-tokens-file",
+            settings.admin_listen
+        );
+    }
+    let admin_router = crate::admin::router(store.clone(), admin_settings);
     tokio::spawn(async move {
         let _ = axum::serve(admin, admin_router).await;
     });

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::model::{ApplyError, Command, CommandOutput, State};
 
@@ -51,4 +52,20 @@ pub trait Backend: Clone + Send + Sync + 'static {
         &self,
         node_id: u64,
     ) -> impl Future<Output = Result<serde_json::Value, WriteError>> + Send;
+
+    /// Waits until every live member (voters and learners) has applied
+    /// everything committed when called, or `timeout` passes; answers the
+    /// ids of the nodes that had not (empty: all had). Serves
+    /// `POST /jwt-revocations?wait=all`. Stores that cannot tell say so.
+    fn wait_all_applied(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u64>, WriteError>> + Send {
+        let _ = timeout;
+        async {
+            Err(WriteError::Unavailable(
+                "this store cannot wait for every node".into(),
+            ))
+        }
+    }
 }

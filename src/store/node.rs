@@ -544,6 +544,56 @@ impl Backend for Store {
         .await
     }
 
+    async fn wait_all_applied(&self, timeout: Duration) -> Result<Vec<u64>, WriteError> {
+        let target = self
+            .inner
+            .applied
+            .borrow()
+            .last_applied
+            .as_ref()
+            .map_or(0, |l| l.index);
+        let members: Vec<(NodeId, String)> = self
+            .inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let started = Instant::now();
+        let mut pending: Vec<(NodeId, String)> = members
+            .into_iter()
+            .filter(|(id, _)| *id != self.node_id())
+            .collect();
+        while !pending.is_empty() && started.elapsed() < timeout {
+            let left = timeout.saturating_sub(started.elapsed());
+            let asks = pending.iter().map(|(id, addr)| {
+                let client = self.inner.client.clone();
+                let addr = addr.clone();
+                let id = *id;
+                async move {
+                    let applied: Result<Option<u64>, CallError> = client
+                        .call(
+                            &addr,
+                            "/cluster/applied",
+                            &(),
+                            left.min(Duration::from_secs(1)),
+                        )
+                        .await;
+                    (id, matches!(applied, Ok(Some(i)) if i >= target))
+                }
+            });
+            let answers = futures::future::join_all(asks).await;
+            pending.retain(|(id, _)| !answers.iter().any(|(a, done)| a == id && *done));
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(pending.into_iter().map(|(id, _)| id).collect())
+    }
+
     async fn remove_node(&self, node_id: u64) -> Result<serde_json::Value, WriteError> {
         let this = self.clone();
         self.on_leader("/cluster/remove", node_id, move |id| {
