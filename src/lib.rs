@@ -6,4 +6,7 @@
 
 pub mod admin;
 pub mod model;
+pub mod plugins;
+pub mod proxy;
+pub mod router;
 pub mod store;

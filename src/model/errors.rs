@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 pub enum ApplyError {
     /// Kong code 2, HTTP 400. `fields` maps a field (or `@entity`) to messages.
     #[error("{}", schema_message(.fields))]
-    SchemaViolation { fields: BTreeMap<String, serde_json::Value> },
+    SchemaViolation {
+        fields: BTreeMap<String, serde_json::Value>,
+    },
     /// Kong code 4, HTTP 400.
     #[error("{message}")]
     ForeignKey {
@@ -62,10 +64,7 @@ impl ApplyError {
     /// A schema violation on one field.
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         let mut fields = BTreeMap::new();
-        fields.insert(
-            field.to_string(),
-            serde_json::Value::String(message.into()),
-        );
+        fields.insert(field.to_string(), serde_json::Value::String(message.into()));
         ApplyError::SchemaViolation { fields }
     }
 

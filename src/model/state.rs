@@ -41,7 +41,11 @@ pub enum RecordKey {
 #[derive(Serialize, Deserialize)]
 enum Record {
     Entity(Entity),
-    Request { id: Uuid, outcome: Outcome, seq: u64 },
+    Request {
+        id: Uuid,
+        outcome: Outcome,
+        seq: u64,
+    },
     Version(u64),
 }
 
