@@ -232,7 +232,7 @@ pub fn compile(state: &State) -> Router {
             Err(e) => tracing::warn!(route = %route.id, error = %e, "route left out of the router"),
         }
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|e| e.0);
     Router {
         entries: keyed.into_iter().map(|(_, e)| e).collect(),
     }

@@ -61,7 +61,7 @@ impl CertIndex {
             }
         }
         // Longest suffix first, so the most specific wildcard wins.
-        index.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        index.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         index
     }
 
