@@ -555,3 +555,30 @@ async fn shutdown_drains_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn read_timeout_applies_between_body_reads() {
+    // Sends its head and 3 of 100 promised bytes, then stalls.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let _ = read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    });
+    let mut e = service_and_route(1, 11, &up.to_string(), json!({"paths": ["/"]}));
+    e[0].1["read_timeout"] = json!(300);
+    let p = start(state(&e)).await;
+    let resp = client()
+        .get(format!("http://{}/", p.http).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let t = Instant::now();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(body.is_err(), "the truncated body must fail, not hang");
+    assert!(t.elapsed() < Duration::from_secs(3));
+}

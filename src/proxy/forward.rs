@@ -3,6 +3,7 @@
 //! sending with retries on connection failure while the request body is
 //! still untouched, the service's timeouts, and passive health counting.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -173,7 +174,7 @@ pub fn upstream_headers(
 /// request body has not started to flow.
 pub async fn send(
     entry: &ServiceEntry,
-    head: UpstreamHead,
+    head: &UpstreamHead,
     body: Body,
     hash: &HashInput<'_>,
 ) -> Result<(Response<Incoming>, Option<InFlight>), ForwardError> {
@@ -325,11 +326,37 @@ impl HttpBody for RetryBody {
 }
 
 /// The upstream's response body, holding the target's in-flight count
-/// until the body is done.
+/// until the body is done, and enforcing the service's read timeout
+/// between two reads (the timer is armed only while waiting).
 pub struct Guarded {
-    pub inner: Incoming,
-    pub _in_flight: Option<InFlight>,
+    inner: Incoming,
+    _in_flight: Option<InFlight>,
+    read_timeout: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+impl Guarded {
+    pub fn new(inner: Incoming, in_flight: Option<InFlight>, read_timeout: Duration) -> Guarded {
+        Guarded {
+            inner,
+            _in_flight: in_flight,
+            read_timeout,
+            waiting: None,
+        }
+    }
+}
+
+/// The upstream sent nothing for longer than the read timeout.
+#[derive(Debug)]
+pub struct ReadTimeout;
+
+impl std::fmt::Display for ReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream read timeout")
+    }
+}
+
+impl std::error::Error for ReadTimeout {}
 
 impl HttpBody for Guarded {
     type Data = Bytes;
@@ -339,9 +366,23 @@ impl HttpBody for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(|e| Box::new(e) as BoxError)
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.waiting = None;
+                Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let timer = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -50,7 +50,6 @@ pub async fn handle(
         return Ok(own(
             start,
             Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
-            &[],
         ));
     };
     let route = &found.route;
@@ -59,7 +58,6 @@ pub async fn handle(
         return Ok(own(
             start,
             wrong_protocol(route, host.as_deref(), &parts.uri),
-            &[],
         ));
     }
     let Some(entry) = route
@@ -71,7 +69,6 @@ pub async fn handle(
         return Ok(own(
             start,
             Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
-            &[],
         ));
     };
 
@@ -132,21 +129,21 @@ pub async fn handle(
         upstream_host,
         upgrade.is_some(),
     );
-    let hash = HashInput {
-        consumer: ctx.consumer.as_ref().map(|c| c.id),
-        ip: ctx.client_ip,
-        headers: &headers,
-    };
     let head = UpstreamHead {
         method: parts.method.clone(),
         path_and_query,
-        headers: headers.clone(),
+        headers,
+    };
+    let hash = HashInput {
+        consumer: ctx.consumer.as_ref().map(|c| c.id),
+        ip: ctx.client_ip,
+        headers: &head.headers,
     };
 
     // 4. Forward.
     let proxy_latency = start.elapsed();
     let sent = Instant::now();
-    let (mut resp, in_flight) = match forward::send(&entry, head, body, &hash).await {
+    let (mut resp, in_flight) = match forward::send(&entry, &head, body, &hash).await {
         Ok(r) => r,
         Err(e) => {
             let reply = match e {
@@ -186,11 +183,8 @@ pub async fn handle(
     for plugin in &ran {
         plugin.log(&ctx, rparts.status);
     }
-    let body = Guarded {
-        inner: rbody,
-        _in_flight: in_flight,
-    }
-    .boxed();
+    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
+    let body = Guarded::new(rbody, in_flight, read_timeout).boxed();
     Ok(Response::from_parts(rparts, body))
 }
 
@@ -214,7 +208,7 @@ fn wrong_protocol(route: &crate::model::Route, host: Option<&str>, uri: &http::U
 }
 
 /// An answer of the gateway's own, with X-Kong-Response-Latency.
-fn own(start: Instant, reply: Reply, _ran: &[Arc<dyn Plugin>]) -> Response<Body> {
+fn own(start: Instant, reply: Reply) -> Response<Body> {
     let mut resp = errors::from_reply(reply);
     resp.headers_mut().insert(
         "x-kong-response-latency",
@@ -230,7 +224,7 @@ fn own_filtered(
     ran: &[Arc<dyn Plugin>],
     ctx: &mut RequestCtx,
 ) -> Response<Body> {
-    let (mut parts, body) = own(start, reply, ran).into_parts();
+    let (mut parts, body) = own(start, reply).into_parts();
     for plugin in ran {
         plugin.header_filter(ctx, &mut parts);
     }
