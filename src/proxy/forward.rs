@@ -19,14 +19,16 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::balancer::HashInput;
+use super::connector::Connector;
 use super::health::{InFlight, Outcome, TargetHealth, Thresholds};
 use super::snapshot::ServiceEntry;
 use crate::plugins::{Body, BodyRejected, BoxError, Reply};
 
-pub type UpstreamClient = Client<HttpConnector, RetryBody>;
+pub type UpstreamClient = Client<Connector, RetryBody>;
 
-/// One pooled client per connect timeout (the connector owns it).
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
+/// One pooled client per (connect timeout, tls_verify): the connector
+/// owns both.
+pub fn client(connect_timeout: Duration, tls_verify: bool) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -36,7 +38,7 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(http)
+        .build(Connector::new(http, tls_verify))
 }
 
 /// Why forwarding failed, each mapped to Kong's answer by the pipeline.
@@ -200,7 +202,12 @@ pub async fn send(
             },
             None => (&entry.static_addr, None),
         };
-        let Ok(uri) = format!("http://{addr}{}", head.path_and_query).parse::<Uri>() else {
+        let scheme = if entry.service.protocol == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        let Ok(uri) = format!("{scheme}://{addr}{}", head.path_and_query).parse::<Uri>() else {
             return Err(ForwardError::Bad);
         };
         let mut req = Request::new(RetryBody {

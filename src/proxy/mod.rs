@@ -8,6 +8,7 @@
 //! node's main calls.
 
 pub mod balancer;
+pub mod connector;
 pub mod errors;
 pub mod forward;
 pub mod health;

@@ -41,15 +41,17 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct Compiler {
     health: HealthRegistry,
-    clients: Mutex<HashMap<u64, UpstreamClient>>,
+    clients: Mutex<HashMap<(u64, bool), UpstreamClient>>,
 }
 
 impl Compiler {
-    fn client(&self, connect_timeout_ms: u64) -> UpstreamClient {
+    fn client(&self, connect_timeout_ms: u64, tls_verify: bool) -> UpstreamClient {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
-            .entry(connect_timeout_ms)
-            .or_insert_with(|| forward::client(Duration::from_millis(connect_timeout_ms.max(1))))
+            .entry((connect_timeout_ms, tls_verify))
+            .or_insert_with(|| {
+                forward::client(Duration::from_millis(connect_timeout_ms.max(1)), tls_verify)
+            })
             .clone()
     }
 
@@ -90,7 +92,7 @@ impl Compiler {
             services.insert(
                 s.id,
                 Arc::new(ServiceEntry {
-                    client: self.client(s.connect_timeout),
+                    client: self.client(s.connect_timeout, s.tls_verify == Some(true)),
                     service: s.clone(),
                     balancer,
                     static_addr,
