@@ -582,3 +582,45 @@ async fn read_timeout_applies_between_body_reads() {
     assert!(body.is_err(), "the truncated body must fail, not hang");
     assert!(t.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn target_health_survives_a_config_change() {
+    let a = upstream("a").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut e = upstream_entities(
+        "round-robin",
+        &[(a.addr.to_string(), 100), (dead.to_string(), 100)],
+        json!({"healthchecks": {"passive": {"unhealthy": {"tcp_failures": 1}}}}),
+    );
+    e.push((
+        "services",
+        json!({"id": id(1), "host": "backend", "retries": 0}),
+    ));
+    let mut s = state(&e);
+    let p = start(s.clone()).await;
+    let cl = client();
+    // Without retries, the dead target costs one 502 before it is out.
+    let mut failures = 0;
+    for _ in 0..4 {
+        if get(&cl, p.http, "/", &[]).await.status == 502 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 1);
+    // An unrelated change recompiles the balancer; the dead target stays out.
+    apply(
+        &mut s,
+        &[(
+            "routes",
+            json!({"id": id(99), "paths": ["/other"], "service": {"id": id(1)}}),
+        )],
+    );
+    p.publish(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        assert_eq!(get(&cl, p.http, "/", &[]).await.status, 200);
+    }
+}
