@@ -20,6 +20,7 @@ use crate::router::RequestParts;
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
 
+/// Serves one request; every outcome, error or not, is an HTTP answer.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
