@@ -2,8 +2,9 @@
 //! an ordered list of matchers, once per config change; `Router::find`
 //! picks the route for a request with Kong's semantics (hosts with
 //! wildcards, prefix and `~` regex paths, methods, headers, SNIs) and
-//! Kong's priority order. Protocol checks (426) are left to the caller:
-//! Kong matches `http` and `https` alike and rejects afterwards.
+//! Kong's priority order. A request over TLS matches only routes that
+//! accept a TLS protocol; a plain request matches https-only routes too,
+//! and the caller answers it 426 as Kong does.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
     /// The TLS server name the client asked for, when over TLS.
     pub sni: Option<&'a str>,
+    /// Whether the request came over TLS.
+    pub tls: bool,
 }
 
 /// The route a request matched, and how much of its path the route's path
@@ -138,10 +141,14 @@ struct Entry {
     methods: Vec<String>,
     headers: Vec<HeaderMatcher>,
     snis: Vec<String>,
+    accepts_tls: bool,
 }
 
 impl Entry {
     fn find(&self, req: &RequestParts<'_>, host_full: &str, host_bare: &str) -> Option<usize> {
+        if req.tls && !self.accepts_tls {
+            return None;
+        }
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
             return None;
         }
@@ -316,10 +323,27 @@ fn compile_route(route: &Route) -> Result<Vec<(SortKey, Entry)>, regex::Error> {
                 methods: methods.clone(),
                 headers,
                 snis: snis.clone(),
+                accepts_tls: accepts_tls(route),
             },
         ));
     }
     Ok(out)
+}
+
+/// Whether a route takes requests that arrive over TLS.
+pub fn accepts_tls(route: &Route) -> bool {
+    route
+        .protocols
+        .iter()
+        .any(|p| matches!(p.as_str(), "https" | "grpcs" | "tls" | "wss"))
+}
+
+/// Whether a route takes plain-text requests.
+pub fn accepts_plain(route: &Route) -> bool {
+    route
+        .protocols
+        .iter()
+        .any(|p| matches!(p.as_str(), "http" | "grpc" | "ws"))
 }
 
 impl Router {
@@ -405,6 +429,7 @@ mod tests {
                 path,
                 headers: &map,
                 sni: None,
+                tls: false,
             })
             .map(|m| (m.route.name.clone().unwrap_or_default(), m.matched_len))
     }
@@ -561,12 +586,33 @@ mod tests {
             path: "/",
             headers: &h,
             sni: None,
+            tls: true,
         };
         assert!(r.find(&req).is_none());
         req.sni = Some("secure.test");
         assert!(r.find(&req).is_some());
         req.sni = Some("other.test");
         assert!(r.find(&req).is_none());
+    }
+
+    #[test]
+    fn tls_requests_skip_plain_only_routes() {
+        let r = compile(&state(vec![
+            json!({"name":"plain","paths":["/x"],"protocols":["http"]}),
+            json!({"name":"any","paths":["/"]}),
+        ]));
+        let h = HeaderMap::new();
+        let mut req = RequestParts {
+            method: "GET",
+            host: None,
+            path: "/x",
+            headers: &h,
+            sni: None,
+            tls: false,
+        };
+        assert_eq!(r.find(&req).unwrap().route.name.as_deref(), Some("plain"));
+        req.tls = true;
+        assert_eq!(r.find(&req).unwrap().route.name.as_deref(), Some("any"));
     }
 
     #[test]

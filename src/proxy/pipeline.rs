@@ -16,7 +16,7 @@ use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::listener::ConnInfo;
 use super::{websocket, Shared};
 use crate::plugins::{Body, Plugin, Reply, RequestCtx};
-use crate::router::RequestParts;
+use crate::router::{self, RequestParts};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
 
@@ -46,6 +46,7 @@ pub async fn handle(
         path: &path,
         headers: &parts.headers,
         sni: conn.sni.as_deref(),
+        tls: conn.tls,
     });
     let Some(found) = found else {
         return Ok(own(
@@ -55,7 +56,7 @@ pub async fn handle(
     };
     let route = &found.route;
     let scheme = if conn.tls { "https" } else { "http" };
-    if !route.protocols.iter().any(|p| p == scheme) {
+    if !conn.tls && !router::accepts_plain(route) {
         return Ok(own(
             start,
             wrong_protocol(route, host.as_deref(), &parts.uri),
