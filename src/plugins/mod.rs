@@ -128,8 +128,97 @@ pub trait Plugin: Send + Sync + 'static {
     /// Response head on its way to the client (upstream's or a `Reply`).
     fn header_filter(&self, _ctx: &mut RequestCtx, _resp: &mut http::response::Parts) {}
 
-    /// After the response head was sent.
-    fn log(&self, _ctx: &RequestCtx, _status: StatusCode) {}
+    /// Wraps the streaming response body (after `header_filter`); a
+    /// plugin that rewrites it must also fix `Content-Length` there.
+    fn response_body(&self, _ctx: &RequestCtx, body: Body) -> Body {
+        body
+    }
+
+    /// Once the response is over: its body fully sent, or the client gone.
+    fn log(&self, _ctx: &RequestCtx, _done: &Done) {}
+}
+
+/// What the log phase learns about a finished response.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub status: StatusCode,
+    /// Response body bytes that went out.
+    pub bytes_sent: u64,
+    /// Whether the body ended normally (false: the client left, or the
+    /// upstream failed mid-body).
+    pub complete: bool,
+}
+
+/// The response body as the client receives it; runs the log phase of the
+/// plugins that ran when it ends or is dropped.
+pub struct Logged {
+    inner: Body,
+    plugins: Vec<Arc<dyn Plugin>>,
+    ctx: RequestCtx,
+    done: Done,
+}
+
+impl Logged {
+    pub fn wrap(
+        inner: Body,
+        plugins: Vec<Arc<dyn Plugin>>,
+        ctx: RequestCtx,
+        status: StatusCode,
+    ) -> Body {
+        if plugins.is_empty() {
+            return inner;
+        }
+        http_body_util::BodyExt::boxed(Logged {
+            inner,
+            plugins,
+            ctx,
+            done: Done {
+                status,
+                bytes_sent: 0,
+                complete: false,
+            },
+        })
+    }
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                self.done.bytes_sent += n;
+            }
+            std::task::Poll::Ready(None) => self.done.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.done.complete = true;
+        }
+        for plugin in &self.plugins {
+            plugin.log(&self.ctx, &self.done);
+        }
+    }
 }
 
 /// How to build a plugin from its entity's `config`; `state` gives access
@@ -371,6 +460,35 @@ mod tests {
             custom_id: None,
         });
         assert!(limit_of(&plugins.resolve(0, &ctx).unwrap()).is_some());
+    }
+
+    struct Recorder(std::sync::Mutex<Vec<Done>>);
+
+    impl Plugin for Recorder {
+        fn log(&self, _ctx: &RequestCtx, done: &Done) {
+            self.0.lock().unwrap().push(done.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn log_phase_runs_once_the_body_is_over() {
+        use http_body_util::{BodyExt, Full};
+        let rec = Arc::new(Recorder(Default::default()));
+        let body: Body = Full::new(Bytes::from_static(b"hello"))
+            .map_err(|never| match never {})
+            .boxed();
+        let plugins: Vec<Arc<dyn Plugin>> = vec![rec.clone()];
+        let logged = Logged::wrap(body, plugins, RequestCtx::default(), StatusCode::OK);
+        assert!(
+            rec.0.lock().unwrap().is_empty(),
+            "not before the body is sent"
+        );
+        let got = logged.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+        let done = rec.0.lock().unwrap().clone();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].bytes_sent, 5);
+        assert!(done[0].complete);
     }
 
     #[test]

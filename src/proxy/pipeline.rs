@@ -1,6 +1,6 @@
 //! The life of one request, in one function: route, protocol check,
 //! plugins' access phase, upstream request, forwarding, response headers,
-//! log. Everything the gateway answers itself goes through `own`.
+//! response body, log (when the body is over). Everything the gateway answers itself goes through `own`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::listener::ConnInfo;
 use super::{websocket, Shared};
-use crate::plugins::{Body, Plugin, Reply, RequestCtx};
+use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
@@ -91,7 +91,7 @@ pub async fn handle(
         let answer = plugin.access(&mut ctx, &mut parts);
         ran.push(plugin);
         if let Some(reply) = answer {
-            return Ok(own_filtered(start, reply, &ran, &mut ctx));
+            return Ok(own_filtered(start, reply, ran, ctx));
         }
     }
     let mut body: Body = body.map_err(|e| Box::new(e) as _).boxed();
@@ -158,7 +158,7 @@ pub async fn handle(
                 ForwardError::Bad => Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY),
                 ForwardError::Rejected(reply) => reply,
             };
-            return Ok(own_filtered(start, reply, &ran, &mut ctx));
+            return Ok(own_filtered(start, reply, ran, ctx));
         }
     };
     let upstream_latency = sent.elapsed();
@@ -182,11 +182,13 @@ pub async fn handle(
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut rparts);
     }
-    for plugin in &ran {
-        plugin.log(&ctx, rparts.status);
-    }
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
-    let body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    let mut body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    for plugin in &ran {
+        body = plugin.response_body(&ctx, body);
+    }
+    // 6. Log, once the body is over.
+    let body = Logged::wrap(body, ran, ctx, rparts.status);
     Ok(Response::from_parts(rparts, body))
 }
 
@@ -223,15 +225,16 @@ fn own(start: Instant, reply: Reply) -> Response<Body> {
 fn own_filtered(
     start: Instant,
     reply: Reply,
-    ran: &[Arc<dyn Plugin>],
-    ctx: &mut RequestCtx,
+    ran: Vec<Arc<dyn Plugin>>,
+    mut ctx: RequestCtx,
 ) -> Response<Body> {
-    let (mut parts, body) = own(start, reply).into_parts();
-    for plugin in ran {
-        plugin.header_filter(ctx, &mut parts);
+    let (mut parts, mut body) = own(start, reply).into_parts();
+    for plugin in &ran {
+        plugin.header_filter(&mut ctx, &mut parts);
     }
-    for plugin in ran {
-        plugin.log(ctx, parts.status);
+    for plugin in &ran {
+        body = plugin.response_body(&ctx, body);
     }
+    let body = Logged::wrap(body, ran, ctx, parts.status);
     Response::from_parts(parts, body)
 }
