@@ -624,3 +624,34 @@ async fn target_health_survives_a_config_change() {
         assert_eq!(get(&cl, p.http, "/", &[]).await.status, 200);
     }
 }
+
+#[tokio::test]
+async fn tcp_probes_bring_a_target_back() {
+    let a = upstream("a").await;
+    let b_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = upstream_entities(
+        "round-robin",
+        &[(a.addr.to_string(), 100), (b_addr.to_string(), 100)],
+        json!({"healthchecks": {
+            "active": {"type": "tcp", "healthy": {"successes": 1}, "unhealthy": {"interval": 1}},
+            "passive": {"unhealthy": {"tcp_failures": 1}}
+        }}),
+    );
+    let p = start(state(&e)).await;
+    let cl = client();
+    for _ in 0..4 {
+        assert_eq!(
+            get(&cl, p.http, "/", &[]).await.header("x-upstream"),
+            Some("a")
+        );
+    }
+    let _b = upstream_on("b", b_addr).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&cl, p.http, "/", &[]).await.header("x-upstream") != Some("b") {
+        assert!(Instant::now() < deadline, "b never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

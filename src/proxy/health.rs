@@ -1,6 +1,7 @@
 //! Target health: the counters Kong keeps per target (consecutive
 //! successes, HTTP failures, TCP failures, timeouts), fed by proxied
-//! traffic (passive checks) and by HTTP probes (active checks), and the
+//! traffic (passive checks) and by HTTP, HTTPS or TCP probes (active
+//! checks), and the
 //! registry that lets a target keep its health across config changes.
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use uuid::Uuid;
 
 use super::balancer::Balancer;
+use super::connector::Connector;
 use crate::model::{HealthyRule, UnhealthyRule};
 
 /// What one exchange with a target taught us.
@@ -157,9 +159,9 @@ pub fn spawn_active_checks(balancer: &Arc<Balancer>) {
     }
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_secs(active.timeout.max(1))));
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+    let client: ProbeClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(http);
+        .build(Connector::new(http, false));
     for index in 0..balancer.targets.len() {
         let weak = Arc::downgrade(balancer);
         let client = client.clone();
@@ -167,13 +169,13 @@ pub fn spawn_active_checks(balancer: &Arc<Balancer>) {
     }
 }
 
-async fn probe_loop(
-    weak: Weak<Balancer>,
-    index: usize,
-    client: Client<HttpConnector, Empty<Bytes>>,
-) {
+type ProbeClient = Client<Connector, Empty<Bytes>>;
+
+/// Probes one target: an HTTP(S) GET of `http_path`, or for `type: tcp`
+/// a bare connect.
+async fn probe_loop(weak: Weak<Balancer>, index: usize, client: ProbeClient) {
     loop {
-        let (interval, uri, timeout) = {
+        let (interval, uri, timeout, tcp) = {
             let Some(b) = weak.upgrade() else { return };
             let Some(t) = b.targets.get(index) else {
                 return;
@@ -184,10 +186,12 @@ async fn probe_loop(
             } else {
                 a.unhealthy.interval
             };
+            let scheme = if a.kind == "https" { "https" } else { "http" };
             (
                 interval,
-                format!("http://{}{}", t.addr, a.http_path),
+                format!("{scheme}://{}{}", t.addr, a.http_path),
                 Duration::from_secs(a.timeout.max(1)),
+                (a.kind == "tcp").then(|| t.addr.clone()),
             )
         };
         if interval == 0 {
@@ -195,6 +199,23 @@ async fn probe_loop(
             continue;
         }
         tokio::time::sleep(Duration::from_secs(interval)).await;
+        if let Some(addr) = tcp {
+            let connected =
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await;
+            let Some(b) = weak.upgrade() else { return };
+            let Some(t) = b.targets.get(index) else {
+                return;
+            };
+            let a = &b.healthchecks.active;
+            let outcome = match connected {
+                Ok(Ok(_)) => Outcome::Success,
+                Ok(Err(_)) => Outcome::TcpFailure,
+                Err(_) => Outcome::Timeout,
+            };
+            t.health
+                .record(outcome, &Thresholds::new(&a.healthy, &a.unhealthy));
+            continue;
+        }
         let result = match uri.parse::<http::Uri>() {
             Ok(uri) => tokio::time::timeout(timeout, client.get(uri)).await,
             Err(_) => return,
