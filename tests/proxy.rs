@@ -655,3 +655,42 @@ async fn tcp_probes_bring_a_target_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn write_timeout_when_the_upstream_stops_reading() {
+    // Reads the request head, then never reads again.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let _ = read_head(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        drop(s);
+    });
+    let mut e = service_and_route(1, 11, &up.to_string(), json!({"paths": ["/"]}));
+    e[0].1["write_timeout"] = json!(300);
+    e[0].1["read_timeout"] = json!(20000);
+    let p = start(state(&e)).await;
+    let s = TcpStream::connect(p.http).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let total: usize = 256 * 1024 * 1024;
+    tokio::spawn(async move {
+        let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await.ok();
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..total / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}

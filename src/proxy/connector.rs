@@ -1,5 +1,5 @@
 //! The upstream connector: plain TCP for `http` services, TLS (rustls) on
-//! top for `https` ones. Like Kong (whose default is `proxy_ssl_verify
+//! top for `https` ones, with the service's write timeout. Like Kong (whose default is `proxy_ssl_verify
 //! off`), the upstream certificate is checked only when the service sets
 //! `tls_verify: true`, against the system's trusted roots.
 
@@ -8,6 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -27,14 +28,16 @@ use crate::plugins::BoxError;
 pub struct Connector {
     http: HttpConnector,
     tls: TlsConnector,
+    write_timeout: Duration,
 }
 
 impl Connector {
-    pub fn new(mut http: HttpConnector, verify: bool) -> Connector {
+    pub fn new(mut http: HttpConnector, verify: bool, write_timeout: Duration) -> Connector {
         http.enforce_http(false);
         Connector {
             http,
             tls: TlsConnector::from(client_config(verify)),
+            write_timeout,
         }
     }
 }
@@ -83,29 +86,68 @@ impl tower::Service<Uri> for Connector {
             .to_string();
         let connecting = self.http.call(uri);
         let tls = self.tls.clone();
+        let write_timeout = self.write_timeout;
         Box::pin(async move {
             let tcp = connecting.await?;
-            if !https {
-                return Ok(Stream::Plain(tcp));
-            }
-            let name = ServerName::try_from(host)?;
-            let tls = tls.connect(name, tcp.into_inner()).await?;
-            Ok(Stream::Tls(TokioIo::new(tls)))
+            let io = if https {
+                let name = ServerName::try_from(host)?;
+                Io::Tls(TokioIo::new(tls.connect(name, tcp.into_inner()).await?))
+            } else {
+                Io::Plain(tcp)
+            };
+            Ok(Stream {
+                io,
+                write_timeout,
+                blocked: None,
+            })
         })
     }
 }
 
-/// A connection to an upstream, plain or TLS.
-pub enum Stream {
+/// A connection to an upstream, plain or TLS, that fails a write blocked
+/// for longer than the service's write timeout (Kong's `write_timeout`:
+/// between two successive writes). The timer is armed only while blocked.
+pub struct Stream {
+    io: Io,
+    write_timeout: Duration,
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+enum Io {
     Plain(TokioIo<TcpStream>),
     Tls(TokioIo<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// Maps a write's outcome: progress disarms the timer, a block arms it.
+    fn on_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.blocked = None;
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        match self {
-            Stream::Plain(s) => s.connected(),
-            Stream::Tls(s) => s.inner().get_ref().0.connected(),
+        match &self.io {
+            Io::Plain(s) => s.connected(),
+            Io::Tls(s) => s.inner().get_ref().0.connected(),
         }
     }
 }
@@ -116,9 +158,9 @@ impl Read for Stream {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -129,30 +171,34 @@ impl Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        let this = self.get_mut();
+        let polled = match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        };
+        this.on_write(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
+        let this = self.get_mut();
+        let polled = match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        };
+        this.on_write(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -161,10 +207,12 @@ impl Write for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        let this = self.get_mut();
+        let polled = match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        };
+        this.on_write(cx, polled)
     }
 }
 

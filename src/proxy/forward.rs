@@ -26,9 +26,13 @@ use crate::plugins::{Body, BodyRejected, BoxError, Reply};
 
 pub type UpstreamClient = Client<Connector, RetryBody>;
 
-/// One pooled client per (connect timeout, tls_verify): the connector
-/// owns both.
-pub fn client(connect_timeout: Duration, tls_verify: bool) -> UpstreamClient {
+/// One pooled client per (connect timeout, write timeout, tls_verify):
+/// the connector owns them.
+pub fn client(
+    connect_timeout: Duration,
+    write_timeout: Duration,
+    tls_verify: bool,
+) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -38,7 +42,7 @@ pub fn client(connect_timeout: Duration, tls_verify: bool) -> UpstreamClient {
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(Connector::new(http, tls_verify))
+        .build(Connector::new(http, tls_verify, write_timeout))
 }
 
 /// Why forwarding failed, each mapped to Kong's answer by the pipeline.

@@ -161,7 +161,11 @@ pub fn spawn_active_checks(balancer: &Arc<Balancer>) {
     http.set_connect_timeout(Some(Duration::from_secs(active.timeout.max(1))));
     let client: ProbeClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(Connector::new(http, false));
+        .build(Connector::new(
+            http,
+            false,
+            Duration::from_secs(active.timeout.max(1)),
+        ));
     for index in 0..balancer.targets.len() {
         let weak = Arc::downgrade(balancer);
         let client = client.clone();

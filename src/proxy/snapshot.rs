@@ -41,16 +41,21 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct Compiler {
     health: HealthRegistry,
-    clients: Mutex<HashMap<(u64, bool), UpstreamClient>>,
+    clients: Mutex<HashMap<(u64, u64, bool), UpstreamClient>>,
 }
 
 impl Compiler {
-    fn client(&self, connect_timeout_ms: u64, tls_verify: bool) -> UpstreamClient {
+    fn client(&self, s: &Service) -> UpstreamClient {
+        let verify = s.tls_verify == Some(true);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
-            .entry((connect_timeout_ms, tls_verify))
+            .entry((s.connect_timeout, s.write_timeout, verify))
             .or_insert_with(|| {
-                forward::client(Duration::from_millis(connect_timeout_ms.max(1)), tls_verify)
+                forward::client(
+                    Duration::from_millis(s.connect_timeout.max(1)),
+                    Duration::from_millis(s.write_timeout.max(1)),
+                    verify,
+                )
             })
             .clone()
     }
@@ -92,7 +97,7 @@ impl Compiler {
             services.insert(
                 s.id,
                 Arc::new(ServiceEntry {
-                    client: self.client(s.connect_timeout, s.tls_verify == Some(true)),
+                    client: self.client(s),
                     service: s.clone(),
                     balancer,
                     static_addr,
