@@ -97,6 +97,13 @@ pub struct Proxy {
     states: watch::Receiver<Arc<State>>,
 }
 
+/// `max_connections`, kept within what a semaphore can count.
+fn connection_limit(settings: &ProxySettings) -> u32 {
+    settings
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32
+}
+
 fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -118,7 +125,7 @@ impl Proxy {
         };
         let mut shared = Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            connections: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            connections: Arc::new(Semaphore::new(connection_limit(&settings) as usize)),
             http: auto::Builder::new(TokioExecutor::new()),
             settings,
             compiler: Compiler::default(),
@@ -186,7 +193,7 @@ impl Proxy {
         }
         watcher.abort();
         // Every connection holds a permit; all back means all drained.
-        let all = shared.settings.max_connections.max(1) as u32;
+        let all = connection_limit(&shared.settings);
         let drained = tokio::time::timeout(
             shared.settings.drain_grace,
             shared.connections.acquire_many(all),
