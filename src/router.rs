@@ -369,6 +369,68 @@ impl Router {
     }
 }
 
+/// The path as routes see it (and as it is forwarded): percent-encoded
+/// unreserved characters decoded and `.`/`..` segments resolved, as Kong
+/// normalizes before matching, so `/public/../admin` or `/%61dmin` cannot
+/// slip past a route meant for `/admin`. Other escapes are kept.
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') && !path.contains("/.") {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut out: Vec<&str> = Vec::new();
+    let trailing = decoded.ends_with("/.")
+        || decoded.ends_with("/..")
+        || (decoded.ends_with('/') && decoded.len() > 1);
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut joined = String::with_capacity(decoded.len());
+    for s in &out {
+        joined.push('/');
+        joined.push_str(s);
+    }
+    if joined.is_empty() || trailing {
+        joined.push('/');
+    }
+    std::borrow::Cow::Owned(joined)
+}
+
+fn decode_unreserved(path: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let b = h * 16 + l;
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    out.push(b);
+                } else {
+                    out.push(b'%');
+                    out.push(bytes[i + 1].to_ascii_uppercase());
+                    out.push(bytes[i + 2].to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    // Only ASCII bytes were replaced, so valid UTF-8 stays valid.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// `example.com:8000` → `example.com`; `[::1]:80` → `[::1]`.
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
@@ -657,6 +719,19 @@ mod tests {
         })
         .unwrap();
         assert!(compile(&s).is_empty());
+    }
+
+    #[test]
+    fn paths_are_normalized() {
+        assert_eq!(normalize_path("/a/b"), "/a/b");
+        assert_eq!(normalize_path("/public/../admin"), "/admin");
+        assert_eq!(normalize_path("/%61dmin/x"), "/admin/x");
+        assert_eq!(normalize_path("/a/./b/"), "/a/b/");
+        assert_eq!(normalize_path("/../.."), "/");
+        assert_eq!(normalize_path("/a%2fb"), "/a%2Fb");
+        assert_eq!(normalize_path("/a/.."), "/");
+        assert_eq!(normalize_path("/100%"), "/100%");
+        assert_eq!(normalize_path("/x.y/.hidden"), "/x.y/.hidden");
     }
 
     #[test]

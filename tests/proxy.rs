@@ -61,6 +61,10 @@ async fn routes_by_host_path_method_and_header() {
         404
     );
     assert_eq!(get(&cl, p.http, "/c/42", &[]).await.status, 404);
+    // Paths are normalized before matching: no dot-segment or escape tricks.
+    let r = send(&cl, p.http, "POST", "/x/../%62/1", &[], Bytes::new()).await;
+    assert_eq!(r.header("x-upstream"), Some("b"));
+    assert_eq!(r.json()["uri"], "/1");
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ pub async fn handle(
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-    let path = parts.uri.path().to_string();
+    let path = router::normalize_path(parts.uri.path()).into_owned();
 
     // 1. Route.
     let found = snap.router.find(&RequestParts {
