@@ -1,12 +1,12 @@
 //! The data plane against real sockets: a real upstream server, the proxy
 //! on port 0, requests over TCP.
 
-mod common;
+mod proxy_support;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use proxy_support::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -4,7 +4,7 @@
 //! below the body size. Alone in its binary so that no other test's memory
 //! shows in the measurement.
 
-mod common;
+mod proxy_support;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
+use proxy_support::*;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};

@@ -2,12 +2,12 @@
 //! swapped without a restart, the self-signed default certificate, h2 by
 //! ALPN, and https-only routes served over TLS.
 
-mod common;
+mod proxy_support;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::*;
+use proxy_support::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
