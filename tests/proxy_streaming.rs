@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proxy_support::*;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy_support::*;
 use raftgate::plugins::Body;
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};

@@ -91,7 +91,9 @@ impl tower::Service<Uri> for Connector {
             let tcp = connecting.await?;
             let io = if https {
                 let name = ServerName::try_from(host)?;
-                Io::Tls(TokioIo::new(tls.connect(name, tcp.into_inner()).await?))
+                Io::Tls(Box::new(TokioIo::new(
+                    tls.connect(name, tcp.into_inner()).await?,
+                )))
             } else {
                 Io::Plain(tcp)
             };
@@ -115,7 +117,8 @@ pub struct Stream {
 
 enum Io {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    // Boxed: a TLS session is far larger than a socket.
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl Stream {
@@ -160,7 +163,7 @@ impl Read for Stream {
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -174,7 +177,7 @@ impl Write for Stream {
         let this = self.get_mut();
         let polled = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         };
         this.on_write(cx, polled)
     }
@@ -183,7 +186,7 @@ impl Write for Stream {
         let this = self.get_mut();
         let polled = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         };
         this.on_write(cx, polled)
     }
@@ -191,7 +194,7 @@ impl Write for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 
@@ -210,7 +213,7 @@ impl Write for Stream {
         let this = self.get_mut();
         let polled = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         };
         this.on_write(cx, polled)
     }
