@@ -164,7 +164,7 @@ impl Balancer {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..self.wheel.len())
-            .map(|k| self.wheel[(start + k) % self.wheel.len()])
+            .map(|k| self.wheel[start.wrapping_add(k) % self.wheel.len()])
             .find(|&i| self.usable(i))
     }
 
@@ -176,7 +176,7 @@ impl Balancer {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut best: Option<(usize, u64, u64)> = None;
         for k in 0..n {
-            let i = (start + k) % n;
+            let i = start.wrapping_add(k) % n;
             if !self.usable(i) {
                 continue;
             }
@@ -186,7 +186,7 @@ impl Balancer {
             // load/w < best_load/best_w, without division.
             let better = match best {
                 None => true,
-                Some((_, bl, bw)) => load * bw < bl * w,
+                Some((_, bl, bw)) => load.saturating_mul(bw) < bl.saturating_mul(w),
             };
             if better {
                 best = Some((i, load, w));
