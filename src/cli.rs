@@ -196,8 +196,32 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = axum::serve(admin, admin_router).await;
     });
 
+    // The data plane reads only the applied state, republished here.
+    let mut applied = store.applied();
+    let (states_tx, states) = tokio::sync::watch::channel(applied.borrow().state.clone());
+    tokio::spawn(async move {
+        while applied.changed().await.is_ok() {
+            let state = applied.borrow_and_update().state.clone();
+            states_tx.send_replace(state);
+        }
+    });
+    let proxy_settings = crate::proxy::ProxySettings {
+        listen: settings.proxy_listen,
+        tls_listen: settings.proxy_tls_listen,
+        ..Default::default()
+    };
+    let proxy = crate::proxy::Proxy::bind(proxy_settings, states)
+        .await
+        .with_context(|| format!("binding the proxy on {}", settings.proxy_listen))?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let proxy_task = tokio::spawn(proxy.run(async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = proxy_task.await;
     tokio::time::timeout(Duration::from_secs(5), store.shutdown())
         .await
         .ok();

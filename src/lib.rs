@@ -11,5 +11,8 @@ pub mod cli_config;
 pub mod demo;
 pub mod model;
 pub mod observe;
+pub mod plugins;
+pub mod proxy;
+pub mod router;
 pub mod settings;
 pub mod store;

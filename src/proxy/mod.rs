@@ -1,0 +1,216 @@
+//! The data plane: listeners, the request pipeline, forwarding, upstream
+//! balancing, health checks and TLS. It reads only the `State` published
+//! on a watch channel: each new state is compiled once into a `Snapshot`
+//! (router, plugin chains, balancers, certificates) and swapped in with
+//! arc-swap; a request loads one `Arc` and never waits on anything else.
+//!
+//! `Proxy::bind` then `Proxy::run` (or `serve`, both in one) is what the
+//! node's main calls.
+
+pub mod balancer;
+pub mod connector;
+pub mod errors;
+pub mod forward;
+pub mod health;
+pub mod listener;
+pub mod pipeline;
+pub mod snapshot;
+pub mod tls;
+pub mod websocket;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::model::State;
+use snapshot::{Compiler, Snapshot};
+
+/// Where the proxy listens and the limits that protect the node.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Plain HTTP (HTTP/1.1 and h2c), Kong's 0.0.0.0:8000.
+    pub listen: SocketAddr,
+    /// TLS (HTTP/1.1 and h2 by ALPN), Kong's 0.0.0.0:8443; `None` = off.
+    pub tls_listen: Option<SocketAddr>,
+    /// Largest request head (request line + headers); beyond: 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head; beyond: 408.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; beyond: 503 and close.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_grace: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            tls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            max_header_bytes: 32 * 1024,
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
+            drain_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub settings: ProxySettings,
+    pub connections: Arc<Semaphore>,
+    pub http: auto::Builder<TokioExecutor>,
+    compiler: Compiler,
+    certs: Arc<tls::Resolver>,
+}
+
+impl Shared {
+    /// Compiles and publishes `state` (router, plugins, balancers, certs).
+    fn publish(&self, state: &State) {
+        let snapshot = self.compiler.compile(state);
+        self.certs
+            .index
+            .store(Arc::new(tls::CertIndex::compile(state)));
+        tracing::debug!(
+            version = snapshot.version,
+            routes = snapshot.router.len(),
+            "config published"
+        );
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// A bound, not yet running, proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    http: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    states: watch::Receiver<Arc<State>>,
+}
+
+/// `max_connections`, kept within what a semaphore can count.
+fn connection_limit(settings: &ProxySettings) -> u32 {
+    settings
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32
+}
+
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl Proxy {
+    /// Binds the listeners and compiles the current state.
+    pub async fn bind(
+        settings: ProxySettings,
+        mut states: watch::Receiver<Arc<State>>,
+    ) -> std::io::Result<Proxy> {
+        let certs = tls::resolver().map_err(io_error)?;
+        let http = TcpListener::bind(settings.listen).await?;
+        let tls = match settings.tls_listen {
+            Some(addr) => Some((
+                TcpListener::bind(addr).await?,
+                TlsAcceptor::from(tls::server_config(certs.clone())),
+            )),
+            None => None,
+        };
+        let mut shared = Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            connections: Arc::new(Semaphore::new(connection_limit(&settings) as usize)),
+            http: auto::Builder::new(TokioExecutor::new()),
+            settings,
+            compiler: Compiler::default(),
+            certs,
+        };
+        shared.http = listener::builder(&shared);
+        let current = states.borrow_and_update().clone();
+        shared.publish(&current);
+        Ok(Proxy {
+            shared: Arc::new(shared),
+            http,
+            tls,
+            states,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| self.shared.settings.listen)
+    }
+
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets the
+    /// requests in flight finish (up to the drain grace period) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let Proxy {
+            shared,
+            http,
+            tls,
+            mut states,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let watcher_shared = shared.clone();
+        let watcher = tokio::spawn(async move {
+            while states.changed().await.is_ok() {
+                let state = states.borrow_and_update().clone();
+                watcher_shared.publish(&state);
+            }
+        });
+        let mut accepters = vec![tokio::spawn(listener::accept_loop(
+            http,
+            None,
+            shared.clone(),
+            stop_rx.clone(),
+        ))];
+        if let Some((l, acceptor)) = tls {
+            accepters.push(tokio::spawn(listener::accept_loop(
+                l,
+                Some(acceptor),
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+
+        shutdown.await;
+        tracing::info!("proxy shutting down; draining in-flight requests");
+        let _ = stop_tx.send(true);
+        for a in accepters {
+            let _ = a.await;
+        }
+        watcher.abort();
+        // Every connection holds a permit; all back means all drained.
+        let all = connection_limit(&shared.settings);
+        let drained = tokio::time::timeout(
+            shared.settings.drain_grace,
+            shared.connections.acquire_many(all),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("drain grace period over; closing remaining connections");
+        }
+        Ok(())
+    }
+}
+
+/// Binds and runs the proxy until `shutdown` completes.
+pub async fn serve(
+    settings: ProxySettings,
+    states: watch::Receiver<Arc<State>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    Proxy::bind(settings, states).await?.run(shutdown).await
+}

@@ -1,0 +1,240 @@
+//! The life of one request, in one function: route, protocol check,
+//! plugins' access phase, upstream request, forwarding, response headers,
+//! response body, log (when the body is over). Everything the gateway answers itself goes through `own`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::balancer::HashInput;
+use super::errors;
+use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
+use super::listener::ConnInfo;
+use super::{websocket, Shared};
+use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
+use crate::router::{self, RequestParts};
+
+const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
+
+/// Serves one request; every outcome, error or not, is an HTTP answer.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let snap = shared.snapshot.load_full();
+    let upgrade = (req.version() == http::Version::HTTP_11 && websocket::is_upgrade(req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let host: Option<String> = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let path = router::normalize_path(parts.uri.path()).into_owned();
+
+    // 1. Route.
+    let found = snap.router.find(&RequestParts {
+        method: parts.method.as_str(),
+        host: host.as_deref(),
+        path: &path,
+        headers: &parts.headers,
+        sni: conn.sni.as_deref(),
+        tls: conn.tls,
+    });
+    let Some(found) = found else {
+        return Ok(own(
+            start,
+            Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
+        ));
+    };
+    let route = &found.route;
+    let scheme = if conn.tls { "https" } else { "http" };
+    if !conn.tls && !router::accepts_plain(route) {
+        return Ok(own(
+            start,
+            wrong_protocol(route, host.as_deref(), &parts.uri),
+        ));
+    }
+    let Some(entry) = route
+        .service
+        .as_ref()
+        .and_then(|s| snap.services.get(&s.id))
+        .cloned()
+    else {
+        return Ok(own(
+            start,
+            Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
+        ));
+    };
+
+    // 2. Plugins, access phase, in priority order; a consumer found by an
+    //    auth plugin changes which instance of the later plugins applies.
+    let mut ctx = RequestCtx {
+        route_id: Some(route.id),
+        service_id: Some(entry.service.id),
+        client_ip: Some(conn.remote.ip()),
+        scheme,
+        ..RequestCtx::default()
+    };
+    let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
+    for i in 0..snap.plugins.len() {
+        let Some(plugin) = snap.plugins.resolve(i, &ctx) else {
+            continue;
+        };
+        let answer = plugin.access(&mut ctx, &mut parts);
+        ran.push(plugin);
+        if let Some(reply) = answer {
+            return Ok(own_filtered(start, reply, ran, ctx));
+        }
+    }
+    let mut body: Body = body.map_err(|e| Box::new(e) as _).boxed();
+    for plugin in &ran {
+        body = plugin.request_body(&ctx, body);
+    }
+
+    // 3. The upstream request head.
+    let rest = if route.strip_path {
+        path.get(found.matched_len..).unwrap_or("")
+    } else {
+        &path
+    };
+    let mut path_and_query = forward::join_path(entry.service.path.as_deref(), rest);
+    if let Some(q) = parts.uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let prefix = (route.strip_path && found.matched_len > 0)
+        .then(|| path.get(..found.matched_len))
+        .flatten()
+        .filter(|p| *p != "/");
+    let upstream_host = match (&host, route.preserve_host) {
+        (Some(h), true) => h.as_str(),
+        _ => entry.host_header.as_str(),
+    };
+    let headers = forward::upstream_headers(
+        std::mem::take(&mut parts.headers),
+        &ClientFacts {
+            remote: conn.remote,
+            local_port: conn.local_port,
+            scheme,
+            host: host.as_deref(),
+            path: &path,
+            prefix,
+        },
+        upstream_host,
+        upgrade.is_some(),
+    );
+    let head = UpstreamHead {
+        method: parts.method.clone(),
+        path_and_query,
+        headers,
+    };
+    let hash = HashInput {
+        consumer: ctx.consumer.as_ref().map(|c| c.id),
+        ip: ctx.client_ip,
+        headers: &head.headers,
+    };
+
+    // 4. Forward.
+    let proxy_latency = start.elapsed();
+    let sent = Instant::now();
+    let (mut resp, in_flight) = match forward::send(&entry, &head, body, &hash).await {
+        Ok(r) => r,
+        Err(e) => {
+            let reply = match e {
+                ForwardError::NoPeer => {
+                    Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_PEER)
+                }
+                ForwardError::Timeout => {
+                    Reply::message(StatusCode::GATEWAY_TIMEOUT, errors::GATEWAY_TIMEOUT)
+                }
+                ForwardError::Bad => Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY),
+                ForwardError::Rejected(reply) => reply,
+            };
+            return Ok(own_filtered(start, reply, ran, ctx));
+        }
+    };
+    let upstream_latency = sent.elapsed();
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_side)) = (switching, upgrade) {
+        websocket::tunnel(client_side, &mut resp);
+    }
+
+    // 5. Response head, then the streamed body.
+    let (mut rparts, rbody) = resp.into_parts();
+    forward::strip_hop_by_hop(&mut rparts.headers, switching);
+    rparts.headers.append(header::VIA, VIA);
+    rparts.headers.insert(
+        "x-kong-upstream-latency",
+        HeaderValue::from(upstream_latency.as_millis() as u64),
+    );
+    rparts.headers.insert(
+        "x-kong-proxy-latency",
+        HeaderValue::from(proxy_latency.as_millis() as u64),
+    );
+    for plugin in &ran {
+        plugin.header_filter(&mut ctx, &mut rparts);
+    }
+    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
+    let mut body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    for plugin in &ran {
+        body = plugin.response_body(&ctx, body);
+    }
+    // 6. Log, once the body is over.
+    let body = Logged::wrap(body, ran, ctx, rparts.status);
+    Ok(Response::from_parts(rparts, body))
+}
+
+/// 426 (or Kong's redirect) for a route that wants HTTPS.
+fn wrong_protocol(route: &crate::model::Route, host: Option<&str>, uri: &http::Uri) -> Reply {
+    let code = route.https_redirect_status_code;
+    if matches!(code, 301 | 302 | 307 | 308) {
+        if let (Some(h), Ok(status)) = (host, StatusCode::from_u16(code)) {
+            let location = format!(
+                "https://{h}{}",
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let mut reply = Reply::message(status, "Moved");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                reply.headers.insert(header::LOCATION, v);
+            }
+            return reply;
+        }
+    }
+    Reply::message(StatusCode::UPGRADE_REQUIRED, errors::USE_HTTPS)
+}
+
+/// An answer of the gateway's own, with X-Kong-Response-Latency.
+fn own(start: Instant, reply: Reply) -> Response<Body> {
+    let mut resp = errors::from_reply(reply);
+    resp.headers_mut().insert(
+        "x-kong-response-latency",
+        HeaderValue::from(start.elapsed().as_millis() as u64),
+    );
+    resp
+}
+
+/// `own`, after letting the plugins that ran see the response head.
+fn own_filtered(
+    start: Instant,
+    reply: Reply,
+    ran: Vec<Arc<dyn Plugin>>,
+    mut ctx: RequestCtx,
+) -> Response<Body> {
+    let (mut parts, mut body) = own(start, reply).into_parts();
+    for plugin in &ran {
+        plugin.header_filter(&mut ctx, &mut parts);
+    }
+    for plugin in &ran {
+        body = plugin.response_body(&ctx, body);
+    }
+    let body = Logged::wrap(body, ran, ctx, parts.status);
+    Response::from_parts(parts, body)
+}
