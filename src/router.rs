@@ -591,7 +591,7 @@ mod tests {
     fn methods_and_more_matchers_win() {
         let r = compile(&state(vec![
             json!({"name":"path-only","paths":["/"]}),
-            json!({"name":"path-method","paths":["/"],"methods":["post"]}),
+            json!({"name":"path-method","paths":["/"],"methods":["POST"]}),
         ]));
         assert_eq!(
             name(find(&r, "POST", "h", "/a", &[])),

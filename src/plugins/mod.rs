@@ -410,11 +410,30 @@ mod tests {
     use crate::model::{Command, Proposal};
     use serde_json::json;
 
+    /// A state with route 100 (of service 300) and consumer 200, plus the
+    /// given plugins.
     fn with_plugins(plugins: Vec<serde_json::Value>) -> State {
         let mut s = State::default();
+        let mut entities = vec![
+            (
+                EntityKind::Service,
+                json!({"id": Uuid::from_u128(300), "host": "example.com"}),
+            ),
+            (
+                EntityKind::Route,
+                json!({"id": Uuid::from_u128(100), "paths": ["/"], "service": {"id": Uuid::from_u128(300)}}),
+            ),
+            (
+                EntityKind::Consumer,
+                json!({"id": Uuid::from_u128(200), "username": "c"}),
+            ),
+        ];
         for (i, mut p) in plugins.into_iter().enumerate() {
             p["id"] = json!(Uuid::from_u128(i as u128 + 1).to_string());
-            let entity = Entity::from_json(EntityKind::Plugin, p).expect("plugin json");
+            entities.push((EntityKind::Plugin, p));
+        }
+        for (kind, value) in entities {
+            let entity = Entity::from_json(kind, value).expect("entity json");
             s.apply(&Proposal {
                 request_id: Uuid::new_v4(),
                 command: Command::Upsert { entity },
@@ -443,7 +462,6 @@ mod tests {
             json!({"name":"request-size-limiting","config":{"allowed_payload_size":1,"size_unit":"kilobytes"}}),
             json!({"name":"request-size-limiting","route":{"id":route.to_string()},"config":{"allowed_payload_size":1,"size_unit":"megabytes"}}),
             json!({"name":"request-size-limiting","consumer":{"id":consumer.to_string()},"config":{"allowed_payload_size":1,"size_unit":"bytes"}}),
-            json!({"name":"no-such-plugin"}),
         ]);
         let plugins = Plugins::compile(&s);
         assert_eq!(plugins.len(), 1);
