@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use faultproxy::{LinkFault, Links};
-use workload::{History, Workload};
+use workload::{Down, History, Workload};
 
 /// One row of the final table.
 struct Outcome {
@@ -43,6 +43,8 @@ impl Outcome {
 struct Harness {
     cluster: Cluster,
     links: Links,
+    down: Down,
+    upstream: std::process::Child,
     /// Runs the fault proxies; kept alive with the harness.
     _runtime: tokio::runtime::Runtime,
     next_id: u64,
@@ -81,12 +83,49 @@ impl Harness {
                 ]
             },
         );
+        // A demo upstream and one route to it, proxied by every node.
+        let upstream_port = common::free_port();
+        let upstream = std::process::Command::new(common::binary())
+            .args([
+                "demo-upstream",
+                "--listen",
+                &format!("127.0.0.1:{upstream_port}"),
+            ])
+            .args(["--name", "chaos-upstream"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the demo upstream");
+        let (status, svc) = cluster.post(
+            &cluster.node(1).admin_url("/services"),
+            &serde_json::json!({"name": "chaos-upstream", "url": format!("http://127.0.0.1:{upstream_port}")}),
+        );
+        assert_eq!(status, 201, "{svc}");
+        let (status, route) = cluster.post(
+            &cluster.node(1).admin_url("/services/chaos-upstream/routes"),
+            &serde_json::json!({"name": "chaos-probe", "paths": [workload::PROXY_PATH]}),
+        );
+        assert_eq!(status, 201, "{route}");
+        cluster.wait_converged(Duration::from_secs(10));
         Harness {
             cluster,
             links,
+            down: Down::default(),
+            upstream,
             _runtime: runtime,
             next_id: 4,
         }
+    }
+
+    /// Marks a node as taken down before the fault hits it, so that no
+    /// probe is in flight to it when it goes.
+    fn take_down(&self, id: u64) {
+        self.down.lock().unwrap().insert(id);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    fn bring_up(&self, id: u64) {
+        self.down.lock().unwrap().remove(&id);
     }
 
     fn running(&self) -> Vec<u64> {
@@ -116,6 +155,20 @@ impl Harness {
     fn leader(&self) -> u64 {
         self.cluster.leader(Duration::from_secs(10))
     }
+
+    /// Restarts a node and counts it as surviving once it is ready.
+    fn restart(&mut self, id: u64) {
+        self.cluster.restart(id);
+        self.cluster.wait_ready_all(Duration::from_secs(30));
+        self.bring_up(id);
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.upstream.kill();
+        let _ = self.upstream.wait();
+    }
 }
 
 const SCENARIOS: &[&str] = &[
@@ -132,7 +185,7 @@ const SCENARIOS: &[&str] = &[
 
 fn run_scenario(name: &str) -> Outcome {
     let mut h = Harness::start();
-    let workload = Workload::start(&h.cluster, name);
+    let workload = Workload::start(&h.cluster, name, h.down.clone());
     std::thread::sleep(Duration::from_secs(2));
     let mut leader_after = None;
     let mut leader_required = false;
@@ -146,12 +199,13 @@ fn run_scenario(name: &str) -> Outcome {
             } else {
                 *h.running().iter().find(|id| **id != leader).unwrap()
             };
+            h.take_down(victim);
             h.cluster.node_mut(victim).kill();
             let rest: Vec<u64> = h.running();
             leader_required = true;
             leader_after = h.wait_leader_among(&rest, Duration::from_secs(10));
             std::thread::sleep(Duration::from_secs(4));
-            h.cluster.restart(victim);
+            h.restart(victim);
         }
         "leader-isolated" | "split-2-1" => {
             let leader = h.leader();
@@ -170,34 +224,42 @@ fn run_scenario(name: &str) -> Outcome {
         "leader-paused" => {
             let leader = h.leader();
             let rest: Vec<u64> = h.running().into_iter().filter(|id| *id != leader).collect();
+            h.take_down(leader);
             h.cluster.node(leader).signal("STOP");
             leader_required = true;
             leader_after = h.wait_leader_among(&rest, Duration::from_secs(10));
             let paused_for = leader_after.unwrap_or_default();
             std::thread::sleep(Duration::from_secs(10).saturating_sub(paused_for));
             h.cluster.node(leader).signal("CONT");
+            h.cluster.wait_ready_all(Duration::from_secs(30));
+            h.bring_up(leader);
         }
         "rolling-restart" => {
             for id in h.running() {
+                h.take_down(id);
                 h.cluster.node_mut(id).stop();
-                h.cluster.restart(id);
-                h.cluster.wait_ready_all(Duration::from_secs(30));
+                h.restart(id);
             }
         }
         "full-restart" => {
             let ids = h.running();
             for id in &ids {
+                h.take_down(*id);
                 h.cluster.node_mut(*id).stop();
             }
             for id in &ids {
                 h.cluster.restart(*id);
             }
             h.cluster.wait_ready_all(Duration::from_secs(30));
+            for id in &ids {
+                h.bring_up(*id);
+            }
             leader_after = h.wait_leader_among(&ids, Duration::from_secs(10));
         }
         "wipe-rejoin" => {
             let leader = h.leader();
             let victim = *h.running().iter().find(|id| **id != leader).unwrap();
+            h.take_down(victim);
             h.cluster.node_mut(victim).kill();
             h.cluster.node(victim).wipe();
             let (status, body) = h.cluster.http_delete(
@@ -258,7 +320,7 @@ fn run_scenario(name: &str) -> Outcome {
             None => errors.push("no leader after the fault".into()),
         }
     }
-    let check = workload::check(&h.cluster, &history);
+    let check = workload::check(&h.cluster, &history, &format!("chaos-{name}-"));
     errors.extend(check.errors.iter().cloned());
     drop(h);
     Outcome {

@@ -56,18 +56,26 @@ impl History {
     }
 }
 
+/// Nodes the scenario has taken down (killed, paused, stopping): proxied
+/// requests are only sent to the others, the surviving nodes.
+pub type Down = Arc<Mutex<BTreeSet<u64>>>;
+
 pub struct Workload {
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<History>>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Path of the route the harness creates to the demo upstream.
+pub const PROXY_PATH: &str = "/chaos-probe";
+
 impl Workload {
-    pub fn start(cluster: &Cluster, scenario: &str) -> Workload {
+    pub fn start(cluster: &Cluster, scenario: &str, down: Down) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let history = Arc::new(Mutex::new(History::default()));
         let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.admin).collect();
-        let threads = (0..WRITERS)
+        let proxies: Vec<(u64, u16)> = cluster.nodes.iter().map(|n| (n.id, n.proxy)).collect();
+        let mut threads: Vec<JoinHandle<()>> = (0..WRITERS)
             .map(|w| {
                 let stop = stop.clone();
                 let history = history.clone();
@@ -90,6 +98,31 @@ impl Workload {
                 })
             })
             .collect();
+        let (stop2, history2) = (stop.clone(), history.clone());
+        threads.push(std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            while !stop2.load(Ordering::Relaxed) {
+                for (node, port) in &proxies {
+                    if down.lock().unwrap().contains(node) {
+                        continue;
+                    }
+                    let ok = http
+                        .get(format!("http://127.0.0.1:{port}{PROXY_PATH}"))
+                        .send()
+                        .map(|r| r.status().as_u16() == 200)
+                        .unwrap_or(false);
+                    // A node taken down while the request was in flight
+                    // does not count against the survivors.
+                    if !down.lock().unwrap().contains(node) {
+                        history2.lock().unwrap().proxied.push((*node, ok));
+                    }
+                }
+                std::thread::sleep(PAUSE);
+            }
+        }));
         Workload {
             stop,
             history,
@@ -157,7 +190,9 @@ fn services_on(cluster: &Cluster, node: u64) -> Result<BTreeSet<String>, String>
     }
 }
 
-pub fn check(cluster: &Cluster, history: &History) -> Check {
+/// Checks the history against every running node. Only services named by
+/// the workload (`prefix…`) are judged for phantoms.
+pub fn check(cluster: &Cluster, history: &History, prefix: &str) -> Check {
     let mut errors = Vec::new();
     let acked: BTreeSet<&String> = history
         .writes
@@ -177,7 +212,7 @@ pub fn check(cluster: &Cluster, history: &History) -> Check {
                         lost.insert((*name).clone());
                     }
                 }
-                for name in &names {
+                for name in names.iter().filter(|n| n.starts_with(prefix)) {
                     if !issued.contains(name) {
                         phantom.insert(name.clone());
                     }

@@ -173,10 +173,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
 
     tokio::spawn(store.clone().run_revocation_purge(Duration::from_secs(60)));
-    let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
-    tokio::spawn(async move {
-        let _ = axum::serve(status, crate::observe::status::router(probe)).await;
-    });
     let mut admin_settings = crate::admin::AdminSettings::new(settings.node_id);
     if let Some(file) = &settings.admin_tokens_file {
         let text =
@@ -217,6 +213,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let proxy_task = tokio::spawn(proxy.run(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
+
+    // Status last: `/status/ready` must not say ready before every
+    // listener is up.
+    let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
+    tokio::spawn(async move {
+        let _ = axum::serve(status, crate::observe::status::router(probe)).await;
+    });
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
