@@ -10,5 +10,6 @@ pub mod cli_admin;
 pub mod demo;
 pub mod model;
 pub mod observe;
+pub mod ratelimit;
 pub mod settings;
 pub mod store;
