@@ -149,6 +149,8 @@ pub(crate) struct Peer {
     pub(crate) messages_sent: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
+    /// The limiter's `take_seq` when this peer was last heard from.
+    pub(crate) heard_seq: AtomicU64,
     /// Set when this peer was added, so a new peer gets one staleness
     /// period of grace before it counts as silent.
     added_ms: u64,
@@ -157,6 +159,8 @@ pub(crate) struct Peer {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OwnBucket {
     pub(crate) idx: u64,
+    /// Offset of the first request within the bucket, in ms.
+    pub(crate) first: u32,
     pub(crate) count: u64,
     /// The count last handed to gossip.
     pub(crate) sent: u64,
@@ -167,8 +171,8 @@ pub(crate) struct PeriodCounts {
     pub(crate) period: Period,
     /// Sorted by bucket, oldest first; only buckets with requests.
     pub(crate) own: VecDeque<OwnBucket>,
-    /// Per peer node, `(bucket, count)` sorted by bucket.
-    pub(crate) peers: Vec<(u64, VecDeque<(u64, u64)>)>,
+    /// Per peer node, its cells sorted by bucket.
+    pub(crate) peers: Vec<(u64, VecDeque<window::Cell>)>,
 }
 
 impl PeriodCounts {
@@ -192,7 +196,7 @@ impl PeriodCounts {
         for (_, buckets) in &mut self.peers {
             while buckets
                 .front()
-                .is_some_and(|(idx, _)| window::expired(p, *idx, now_ms))
+                .is_some_and(|(idx, _, _)| window::expired(p, *idx, now_ms))
             {
                 buckets.pop_front();
             }
@@ -203,7 +207,7 @@ impl PeriodCounts {
     fn own_estimate(&self, now_ms: u64) -> f64 {
         window::estimate(
             self.period,
-            self.own.iter().map(|b| (b.idx, b.count)),
+            self.own.iter().map(|b| (b.idx, b.first, b.count)),
             now_ms,
         )
     }
@@ -226,14 +230,16 @@ impl PeriodCounts {
             }
             _ => self.own.push_back(OwnBucket {
                 idx,
+                first: window::offset_in_bucket(self.period, now_ms),
                 count: 1,
                 sent: 0,
             }),
         }
     }
 
-    /// Merge = max per node and bucket.
-    fn merge_peer(&mut self, node: u64, idx: u64, count: u64) {
+    /// Merge = max of the count, min of the first offset, per node and
+    /// bucket.
+    fn merge_peer(&mut self, node: u64, idx: u64, first: u32, count: u64) {
         let pos = match self.peers.iter().position(|(n, _)| *n == node) {
             Some(pos) => pos,
             None => {
@@ -244,13 +250,14 @@ impl PeriodCounts {
         let Some((_, buckets)) = self.peers.get_mut(pos) else {
             return;
         };
-        match buckets.binary_search_by_key(&idx, |(i, _)| *i) {
+        match buckets.binary_search_by_key(&idx, |(i, _, _)| *i) {
             Ok(at) => {
                 if let Some(slot) = buckets.get_mut(at) {
-                    slot.1 = slot.1.max(count);
+                    slot.1 = slot.1.min(first);
+                    slot.2 = slot.2.max(count);
                 }
             }
-            Err(at) => buckets.insert(at, (idx, count)),
+            Err(at) => buckets.insert(at, (idx, first, count)),
         }
     }
 }
@@ -259,6 +266,12 @@ pub(crate) struct Entry {
     pub(crate) periods: Vec<PeriodCounts>,
     /// Requests admitted here since the last `take_changes`.
     pub(crate) unsent: u64,
+    /// Requests handed to the latest gossip take (`in_flight_seq`), still
+    /// counted as unpublished until every live peer has been heard from
+    /// since that take: until then this node's view lacks the peers'
+    /// matching updates, and must keep to the budget of the previous round.
+    pub(crate) in_flight: u64,
+    pub(crate) in_flight_seq: u64,
     pub(crate) last_active_ms: u64,
     /// Already listed in its shard's `dirty`.
     pub(crate) dirty: bool,
@@ -269,6 +282,8 @@ impl Entry {
         Entry {
             periods: Vec::new(),
             unsent: 0,
+            in_flight: 0,
+            in_flight_seq: 0,
             last_active_ms: now_ms,
             dirty: false,
         }
@@ -313,6 +328,8 @@ pub struct RateLimiter {
     hasher: RandomState,
     pub(crate) peers: ArcSwap<Vec<Arc<Peer>>>,
     sweep_cursor: AtomicUsize,
+    /// Number of gossip takes so far.
+    pub(crate) take_seq: AtomicU64,
     allowed: AtomicU64,
     over_limit: AtomicU64,
     over_share: AtomicU64,
@@ -334,6 +351,7 @@ impl RateLimiter {
             hasher: RandomState::new(),
             peers: ArcSwap::from_pointee(Vec::new()),
             sweep_cursor: AtomicUsize::new(0),
+            take_seq: AtomicU64::new(0),
             allowed: AtomicU64::new(0),
             over_limit: AtomicU64::new(0),
             over_share: AtomicU64::new(0),
@@ -386,6 +404,7 @@ impl RateLimiter {
                         messages_sent: AtomicU64::new(0),
                         send_errors: AtomicU64::new(0),
                         bytes_received: AtomicU64::new(0),
+                        heard_seq: AtomicU64::new(0),
                         added_ms: now_ms,
                     }));
                 }
@@ -424,8 +443,9 @@ impl RateLimiter {
     ///
     /// Cluster policy, per period, with `total` the window estimate of all
     /// nodes' counts as known here, `unsent` this node's admissions for the
-    /// key since its last gossip, `published = total − unsent` (what every
-    /// node knows), and `N` the cluster size:
+    /// key since its last gossip (and, until every live peer has been
+    /// heard from since that gossip, the round before it), `published =
+    /// total − unsent` (what every node knows), and `N` the cluster size:
     /// 1. deny if `total + 1 > limit`;
     /// 2. while a peer is silent (and not `fail_open`): deny if this node's
     ///    own window count `+ 1 > limit / N`;
@@ -445,6 +465,10 @@ impl RateLimiter {
         let partitioned =
             cluster && !opts.fail_open && peers.iter().any(|p| self.peer_silent(p, now_ms));
         let nf = n as f64;
+        let take_seq = self.take_seq.load(Ordering::Relaxed);
+        let synced = peers.iter().all(|p| {
+            p.heard_seq.load(Ordering::Relaxed) >= take_seq || self.peer_silent(p, now_ms)
+        });
 
         let mut shard = lock(self.shard_of(key));
         if !shard.map.contains_key(key) {
@@ -460,7 +484,11 @@ impl RateLimiter {
             };
         };
         entry.last_active_ms = entry.last_active_ms.max(now_ms);
-        let unsent = entry.unsent as f64;
+        let mut unsent = entry.unsent;
+        if !synced && entry.in_flight_seq == take_seq {
+            unsent = unsent.saturating_add(entry.in_flight);
+        }
+        let unsent = unsent as f64;
 
         struct Seen {
             period: Period,
@@ -609,7 +637,7 @@ impl RateLimiter {
         &self,
         from: u64,
         key: &str,
-        buckets: impl Iterator<Item = (Period, u64, u64)>,
+        buckets: impl Iterator<Item = (Period, window::Cell)>,
         now_ms: u64,
     ) {
         let mut shard = lock(self.shard_of(key));
@@ -621,7 +649,7 @@ impl RateLimiter {
             return;
         };
         entry.last_active_ms = entry.last_active_ms.max(now_ms);
-        for (period, idx, count) in buckets {
+        for (period, (idx, first, count)) in buckets {
             if window::expired(period, idx, now_ms)
                 || idx
                     > period
@@ -631,13 +659,15 @@ impl RateLimiter {
                 continue;
             }
             let pc = entry.period_mut(period);
-            pc.merge_peer(from, idx, count);
+            pc.merge_peer(from, idx, first, count);
         }
     }
 
     pub(crate) fn note_heard(&self, from: u64, bytes: usize, now_ms: u64) {
         if let Some(p) = self.peers.load().iter().find(|p| p.id == from) {
             p.last_heard_ms.fetch_max(now_ms, Ordering::Relaxed);
+            p.heard_seq
+                .fetch_max(self.take_seq.load(Ordering::Relaxed), Ordering::Relaxed);
             p.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
@@ -694,11 +724,11 @@ impl RateLimiter {
 }
 
 /// All nodes' counts for one period of an entry, as `(bucket, count)`.
-fn combined(e: &Entry, period: Period, cluster: bool) -> Vec<(u64, u64)> {
+fn combined(e: &Entry, period: Period, cluster: bool) -> Vec<window::Cell> {
     let Some(pc) = e.periods.iter().find(|p| p.period == period) else {
         return Vec::new();
     };
-    let mut out: Vec<(u64, u64)> = pc.own.iter().map(|b| (b.idx, b.count)).collect();
+    let mut out: Vec<window::Cell> = pc.own.iter().map(|b| (b.idx, b.first, b.count)).collect();
     if cluster {
         for (_, b) in &pc.peers {
             out.extend(b.iter().copied());
@@ -734,7 +764,7 @@ pub fn bench_check(iterations: u64) -> Duration {
         rl.merge_counts(
             2,
             k,
-            [(Period::Minute, Period::Minute.bucket_of(start_ms), 3)].into_iter(),
+            [(Period::Minute, (Period::Minute.bucket_of(start_ms), 0, 3))].into_iter(),
             start_ms,
         );
     }

@@ -42,6 +42,8 @@ pub struct GossipBucket {
     pub period: u8,
     /// Bucket number: epoch millis / the period's bucket length.
     pub bucket: u64,
+    /// Offset of the bucket's first request from the bucket's start, ms.
+    pub first: u32,
     pub count: u64,
 }
 
@@ -111,6 +113,10 @@ impl RateLimiter {
     /// This node's counts that changed since the previous take (or since
     /// the start), as absolute values. Marks them as sent.
     pub fn take_changes(&self) -> GossipMessage {
+        let seq = self
+            .take_seq
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
         let mut entries = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
@@ -120,6 +126,8 @@ impl RateLimiter {
                     continue;
                 };
                 e.dirty = false;
+                e.in_flight = e.unsent;
+                e.in_flight_seq = seq;
                 e.unsent = 0;
                 let mut buckets = Vec::new();
                 for pc in &mut e.periods {
@@ -129,6 +137,7 @@ impl RateLimiter {
                         buckets.push(GossipBucket {
                             period: code,
                             bucket: b.idx,
+                            first: b.first,
                             count: b.count,
                         });
                     }
@@ -147,12 +156,18 @@ impl RateLimiter {
     /// Every live bucket this node has counted, for a full resync. Also
     /// marks everything as sent.
     pub fn take_all(&self, now_ms: u64) -> GossipMessage {
+        let seq = self
+            .take_seq
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
         let mut entries = Vec::new();
         for shard in &self.shards {
             let mut shard = lock(shard);
             shard.dirty.clear();
             for (key, e) in shard.map.iter_mut() {
                 e.dirty = false;
+                e.in_flight = e.unsent;
+                e.in_flight_seq = seq;
                 e.unsent = 0;
                 let mut buckets = Vec::new();
                 for pc in &mut e.periods {
@@ -163,6 +178,7 @@ impl RateLimiter {
                             buckets.push(GossipBucket {
                                 period: period.code(),
                                 bucket: b.idx,
+                                first: b.first,
                                 count: b.count,
                             });
                         }
@@ -192,10 +208,9 @@ impl RateLimiter {
         }
         self.note_heard(from, 0, now_ms);
         for entry in &msg.entries {
-            let buckets = entry
-                .buckets
-                .iter()
-                .filter_map(|b| Period::from_code(b.period).map(|p| (p, b.bucket, b.count)));
+            let buckets = entry.buckets.iter().filter_map(|b| {
+                Period::from_code(b.period).map(|p| (p, (b.bucket, b.first, b.count)))
+            });
             self.merge_counts(from, &entry.key, buckets, now_ms);
         }
     }
@@ -212,7 +227,8 @@ impl RateLimiter {
 }
 
 /// Sends this node's changes to every peer every `interval` until the
-/// `peers` sender is dropped. `peers` lists `(node id, address)` for the
+/// `peers` sender is dropped. Ticks fall on multiples of `interval` of
+/// the wall clock (see [`now_ms`]), the same instants on every node. `peers` lists `(node id, address)` for the
 /// Raft membership (this node may be in it; it is skipped). `send(addr,
 /// bytes)` delivers one message (the receiver calls
 /// [`RateLimiter::receive`]); a send taking longer than the staleness
@@ -229,15 +245,21 @@ pub async fn run_gossip<F, Fut>(
 {
     let interval = interval.max(Duration::from_millis(1));
     let timeout = limiter.config().staleness.max(interval);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     let mut tick: u64 = 0;
     {
         let list = peers.borrow_and_update().clone();
         limiter.set_peers(&list, now_ms());
     }
     loop {
-        ticker.tick().await;
+        // Tick on the wall-clock grid (multiples of the interval since the
+        // epoch): every node then publishes at the same instants, so all
+        // nodes' shares are computed from the same published counts.
+        let now = now_ms();
+        let next = (now / interval_ms)
+            .saturating_add(1)
+            .saturating_mul(interval_ms);
+        tokio::time::sleep(Duration::from_millis(next.saturating_sub(now))).await;
         match peers.has_changed() {
             Ok(true) => {
                 let list = peers.borrow_and_update().clone();

@@ -14,3 +14,6 @@ pub use gossip::{
     decode, encode, run_gossip, GossipBucket, GossipEntry, GossipError, GossipMessage,
 };
 pub use window::Period;
+
+#[cfg(test)]
+mod tests;

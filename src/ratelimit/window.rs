@@ -116,10 +116,19 @@ impl Period {
     }
 }
 
+/// One bucket of one node: `(bucket number, offset in ms of its first
+/// request from the bucket's start, count)`.
+pub type Cell = (u64, u32, u64);
+
 /// How much a bucket counts towards the window ending at `now_ms`: 1 for
-/// the current bucket and the nine before, the fraction still inside the
-/// window for the one sliding out, 0 for anything older or in the future.
-pub fn weight(period: Period, bucket: u64, now_ms: u64) -> f64 {
+/// the current bucket and the nine before, 0 for anything older or in the
+/// future, and for the bucket sliding out the fraction of its requests
+/// still inside the window, taking them as spread evenly from its first
+/// request (`first_ms` into the bucket) to its end. Starting from the first
+/// request rather than the bucket's start matters when traffic begins mid
+/// bucket: spreading such a bucket over its whole length would let its
+/// requests "leave" the window before they were made.
+pub fn weight(period: Period, bucket: u64, first_ms: u32, now_ms: u64) -> f64 {
     let b = period.bucket_millis();
     let current = now_ms / b;
     if bucket > current {
@@ -129,12 +138,21 @@ pub fn weight(period: Period, bucket: u64, now_ms: u64) -> f64 {
     }
     let age = current - bucket;
     if age < BUCKETS_PER_PERIOD {
+        return 1.0;
+    }
+    if age > BUCKETS_PER_PERIOD {
+        return 0.0;
+    }
+    let start = bucket.saturating_mul(b);
+    let end = start.saturating_add(b);
+    let first = start.saturating_add(u64::from(first_ms).min(b - 1));
+    let window_start = now_ms.saturating_sub(period.millis());
+    if window_start <= first {
         1.0
-    } else if age == BUCKETS_PER_PERIOD {
-        let into = now_ms % b;
-        (b - into) as f64 / b as f64
-    } else {
+    } else if window_start >= end {
         0.0
+    } else {
+        (end - window_start) as f64 / (end - first) as f64
     }
 }
 
@@ -144,64 +162,56 @@ pub fn expired(period: Period, bucket: u64, now_ms: u64) -> bool {
     period.bucket_of(now_ms) > bucket.saturating_add(BUCKETS_PER_PERIOD)
 }
 
-/// The oldest bucket that still counts at `now_ms`.
-pub fn oldest_live(period: Period, now_ms: u64) -> u64 {
-    period.bucket_of(now_ms).saturating_sub(BUCKETS_PER_PERIOD)
+/// Offset of `now_ms` from the start of its bucket, for [`Cell`]s.
+pub fn offset_in_bucket(period: Period, now_ms: u64) -> u32 {
+    // A bucket is at most 36.5 days, which fits in a u32 of millis.
+    (now_ms % period.bucket_millis()).min(u64::from(u32::MAX)) as u32
 }
 
-/// Weighted sum of `(bucket, count)` pairs for the window ending at `now_ms`.
-pub fn estimate<I>(period: Period, buckets: I, now_ms: u64) -> f64
+/// Weighted sum of cells for the window ending at `now_ms`.
+pub fn estimate<I>(period: Period, cells: I, now_ms: u64) -> f64
 where
-    I: IntoIterator<Item = (u64, u64)>,
+    I: IntoIterator<Item = Cell>,
 {
-    buckets
+    cells
         .into_iter()
-        .map(|(bucket, count)| weight(period, bucket, now_ms) * count as f64)
+        .map(|(bucket, first, count)| weight(period, bucket, first, now_ms) * count as f64)
         .sum()
 }
 
-/// Milliseconds from `now_ms` until the estimate of the given buckets has
-/// fallen to `target` or below, assuming no new requests; `None` when it
-/// never does within the period (cannot happen for `target >= 0`, kept for
-/// safety). Zero when it already is.
+/// Milliseconds from `now_ms` until the estimate of the given cells has
+/// fallen to `target` or below, assuming no new requests; zero when it
+/// already is; `None` if it does not within a period and a bucket (only
+/// possible with cells from a clock far ahead).
 pub fn millis_until_at_most(
     period: Period,
-    buckets: &[(u64, u64)],
+    cells: &[Cell],
     now_ms: u64,
     target: f64,
 ) -> Option<u64> {
-    let at = |t: u64| estimate(period, buckets.iter().copied(), t);
-    let mut prev_t = now_ms;
-    let mut prev = at(now_ms);
-    if prev <= target {
+    let at = |t: u64| estimate(period, cells.iter().copied(), t);
+    if at(now_ms) <= target {
         return Some(0);
     }
     let b = period.bucket_millis();
+    // Without new requests the estimate only falls. Find the first bucket
+    // boundary where it is low enough, then bisect the step before it.
+    let mut lo = now_ms;
     let mut boundary = (now_ms / b).saturating_add(1).saturating_mul(b);
-    // Between bucket boundaries the estimate falls linearly (only the
-    // bucket sliding out changes), so stepping boundary by boundary and
-    // interpolating inside the step that crosses `target` is exact.
     for _ in 0..=BUCKETS_PER_PERIOD + 1 {
-        // Just before the boundary: the sliding-out bucket is nearly gone.
-        let just_before = boundary.saturating_sub(1).max(prev_t);
-        let value = at(just_before);
-        if value <= target {
-            let span = (just_before - prev_t) as f64;
-            let drop = prev - value;
-            let need = prev - target;
-            let frac = if drop > 0.0 {
-                (need / drop).min(1.0)
-            } else {
-                1.0
-            };
-            return Some((prev_t - now_ms) + (span * frac).ceil() as u64);
+        if at(boundary) <= target {
+            let mut hi = boundary;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if at(mid) <= target {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            return Some(hi - now_ms);
         }
-        let value_at = at(boundary);
-        if value_at <= target {
-            return Some(boundary - now_ms);
-        }
-        prev_t = boundary;
-        prev = value_at;
+        lo = boundary;
         boundary = boundary.saturating_add(b);
     }
     None
@@ -229,39 +239,42 @@ mod tests {
     fn weights_slide_out_linearly() {
         let p = Period::Second;
         // now = 2_050: current bucket 20, bucket 10 slides out, half gone.
-        assert_eq!(weight(p, 20, 2_050), 1.0);
-        assert_eq!(weight(p, 11, 2_050), 1.0);
-        assert!((weight(p, 10, 2_050) - 0.5).abs() < 1e-9);
-        assert_eq!(weight(p, 9, 2_050), 0.0);
-        assert_eq!(weight(p, 21, 2_050), 0.0);
+        assert_eq!(weight(p, 20, 0, 2_050), 1.0);
+        assert_eq!(weight(p, 11, 0, 2_050), 1.0);
+        assert!((weight(p, 10, 0, 2_050) - 0.5).abs() < 1e-9);
+        assert_eq!(weight(p, 9, 0, 2_050), 0.0);
+        assert_eq!(weight(p, 21, 0, 2_050), 0.0);
         // At a boundary the sliding-out bucket still counts in full …
-        assert_eq!(weight(p, 10, 2_000), 1.0);
+        assert_eq!(weight(p, 10, 0, 2_000), 1.0);
         // … and just before the next one it has almost gone.
-        assert!((weight(p, 10, 2_099) - 0.01).abs() < 1e-9);
-        assert_eq!(weight(p, 10, 2_100), 0.0);
+        assert!((weight(p, 10, 0, 2_099) - 0.01).abs() < 1e-9);
+        assert_eq!(weight(p, 10, 0, 2_100), 0.0);
+        // A bucket whose first request came 60 ms in: nothing leaves before
+        // 2_060, then the 40 ms left are spread over.
+        assert_eq!(weight(p, 10, 60, 2_050), 1.0);
+        assert_eq!(weight(p, 10, 60, 2_060), 1.0);
+        assert!((weight(p, 10, 60, 2_070) - 0.75).abs() < 1e-9);
+        assert!((weight(p, 10, 60, 2_090) - 0.25).abs() < 1e-9);
+        // Offsets past the bucket's end are clamped, not trusted.
+        assert!(weight(p, 10, u32::MAX, 2_099) <= 1.0);
+        assert_eq!(offset_in_bucket(p, 2_061), 61);
     }
 
     #[test]
     fn rollover_estimate_matches_even_traffic() {
         // One request every 10 ms for 3 s: the window always holds 100.
         let p = Period::Second;
-        let mut counts = std::collections::BTreeMap::new();
-        for t in (0..3_000u64).step_by(10) {
-            *counts.entry(p.bucket_of(t)).or_insert(0u64) += 1;
-        }
         for now in [1_000u64, 1_234, 1_999, 2_500, 2_990] {
-            let live: Vec<(u64, u64)> = counts
-                .iter()
-                .filter(|(b, _)| **b <= p.bucket_of(now))
-                .map(|(b, c)| (*b, *c))
-                .collect();
-            let est = estimate(p, live.iter().copied(), now);
-            // Requests at or before `now` in (now-1000, now]: 100 (±1 at edges).
+            let mut counts = std::collections::BTreeMap::new();
+            for t in (0..=now).step_by(10) {
+                *counts.entry(p.bucket_of(t)).or_insert(0u64) += 1;
+            }
+            let est = estimate(p, counts.iter().map(|(b, c)| (*b, 0, *c)), now);
+            // Requests in (now - 1000, now]: 100, ±1 at the edges.
             assert!((est - 100.0).abs() <= 1.0, "now={now} est={est}");
         }
         assert!(expired(p, 5, 1_600));
         assert!(!expired(p, 5, 1_599));
-        assert_eq!(oldest_live(p, 1_599), 5);
     }
 
     #[test]
@@ -269,16 +282,18 @@ mod tests {
         let p = Period::Second;
         // 10 requests in bucket 0, now = 500: they count fully until 1_000,
         // then slide out over [1_000, 1_100).
-        let b = [(0u64, 10u64)];
-        assert_eq!(millis_until_at_most(p, &b, 500, 10.0), Some(0));
-        let ms = millis_until_at_most(p, &b, 500, 9.0).unwrap_or(0);
-        assert!((500..=511).contains(&ms), "{ms}");
-        let ms = millis_until_at_most(p, &b, 500, 0.0).unwrap_or(0);
-        assert!((599..=600).contains(&ms), "{ms}");
+        let c = [(0u64, 0u32, 10u64)];
+        assert_eq!(millis_until_at_most(p, &c, 500, 10.0), Some(0));
+        assert_eq!(millis_until_at_most(p, &c, 500, 9.0), Some(510));
+        assert_eq!(millis_until_at_most(p, &c, 500, 0.0), Some(600));
+        // First request 50 ms in: nothing leaves before 1_050.
+        let c = [(0u64, 50u32, 10u64)];
+        assert_eq!(millis_until_at_most(p, &c, 500, 9.0), Some(555));
         // Nothing stored: no wait.
         assert_eq!(millis_until_at_most(p, &[], 500, 0.0), Some(0));
         // Extreme clocks do not panic.
-        let _ = millis_until_at_most(Period::Year, &[(u64::MAX / 4, 5)], u64::MAX, 0.0);
-        let _ = weight(Period::Year, u64::MAX, u64::MAX);
+        let _ = millis_until_at_most(Period::Year, &[(u64::MAX / 4, 7, 5)], u64::MAX, 0.0);
+        let _ = millis_until_at_most(Period::Year, &[(u64::MAX, 7, 5)], 0, 0.0);
+        let _ = weight(Period::Year, u64::MAX, u32::MAX, u64::MAX);
     }
 }
