@@ -93,9 +93,10 @@ pub struct PeriodStatus {
     pub limit: u64,
     /// Requests left in the window after this one (0 when denied here).
     pub remaining: u64,
-    /// Whole seconds (at least 1) until the window next has more room:
-    /// until one more request would fit when `remaining` is 0, otherwise
-    /// until the oldest counted request slides out.
+    /// Whole seconds (at least 1, at most the period) until the window
+    /// next has more room: until one more request would fit when
+    /// `remaining` is 0, otherwise until the oldest counted request has
+    /// slid out.
     pub reset_secs: u64,
 }
 
@@ -570,9 +571,13 @@ impl RateLimiter {
                 }
                 (_, None) => 0,
             };
-            let reset_secs = reset_ms.div_ceil(1000).max(1);
+            let wait_secs = reset_ms.div_ceil(1000).max(1);
+            // Kong's reset never exceeds the period; with buckets the last
+            // request can take up to a bucket longer to leave entirely.
+            let reset_secs = wait_secs.min(s.period.millis() / 1000).max(1);
             if blocked {
-                retry_after = Some(retry_after.map_or(reset_secs, |r| r.max(reset_secs)));
+                // Retry-After stays exact: retrying sooner would fail.
+                retry_after = Some(retry_after.map_or(wait_secs, |r| r.max(wait_secs)));
             }
             periods.push(PeriodStatus {
                 period: s.period,
