@@ -269,7 +269,7 @@ pub async fn run_gossip<F, Fut>(
             Err(_) => return,
         }
         let now = now_ms();
-        let msg = if tick % FULL_SYNC_EVERY == 0 {
+        let msg = if tick.is_multiple_of(FULL_SYNC_EVERY) {
             limiter.take_all(now)
         } else {
             limiter.take_changes()

@@ -26,7 +26,7 @@ fn cluster(n: u64, now: u64) -> Vec<RateLimiter> {
 }
 
 /// Load pattern: which node gets the k-th request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Spread {
     RoundRobin,
     /// 80 % to the first node, 10 % to each other.
@@ -52,7 +52,8 @@ struct SimResult {
 /// `start`; each node gossips every `gossip_ms` on the wall-clock grid as
 /// `run_gossip` does, node i `i × skew_ms` late (clock skew), delivered
 /// `delay_ms` later.
-fn simulate(
+#[derive(Clone, Copy)]
+struct Scenario {
     period: Period,
     limit: u64,
     factor: f64,
@@ -62,7 +63,20 @@ fn simulate(
     gossip_ms: u64,
     delay_ms: u64,
     skew_ms: u64,
-) -> SimResult {
+}
+
+fn simulate(sc: &Scenario) -> SimResult {
+    let Scenario {
+        period,
+        limit,
+        factor,
+        spread,
+        windows,
+        start,
+        gossip_ms,
+        delay_ms,
+        skew_ms,
+    } = *sc;
     let nodes = cluster(3, start);
     let p = period.millis();
     let end = start + windows * p;
@@ -80,7 +94,9 @@ fn simulate(
             }
         }
         for (i, node) in nodes.iter().enumerate() {
-            if t.saturating_sub(i as u64 * skew_ms) % gossip_ms == 0 {
+            if t.saturating_sub(i as u64 * skew_ms)
+                .is_multiple_of(gossip_ms)
+            {
                 let bytes = encode(&node.take_changes());
                 for to in 0..nodes.len() {
                     if to != i {
@@ -140,17 +156,17 @@ fn share_rule_keeps_cluster_within_bound() {
                 // Generator windows aligned with buckets, and offset by
                 // half a bucket.
                 for offset in [0, period.bucket_millis() / 2] {
-                    let r = simulate(
+                    let r = simulate(&Scenario {
                         period,
                         limit,
                         factor,
                         spread,
                         windows,
-                        T0 + offset,
-                        50,
-                        1,
-                        1,
-                    );
+                        start: T0 + offset,
+                        gossip_ms: 50,
+                        delay_ms: 1,
+                        skew_ms: 1,
+                    });
                     let worst = r.per_window.iter().copied().max().unwrap_or(0);
                     report.push_str(&format!(
                         "{period:?} L={limit} {spread:?} {factor}L off={offset}: max/window {worst} sliding {} rejected {}\n",
@@ -191,7 +207,7 @@ fn simulate_links(
     let mut k: u64 = 0;
     let mut out = vec![[0u64; 3]; windows as usize];
     for t in T0..T0 + windows * p {
-        if t % 50 == 0 {
+        if t.is_multiple_of(50) {
             let msgs: Vec<Bytes> = nodes.iter().map(|n| encode(&n.take_changes())).collect();
             for (from, bytes) in msgs.iter().enumerate() {
                 for (to, node) in nodes.iter().enumerate() {
@@ -569,4 +585,38 @@ async fn run_gossip_delivers_and_stops() {
 #[test]
 fn bench_check_runs() {
     assert!(bench_check(1_000) > Duration::ZERO);
+}
+
+#[test]
+fn slower_network_stays_within_five_percent() {
+    // 5 ms delivery and 3 ms of clock skew between nodes, well beyond
+    // loopback: the 2% + 3 goal may slip, the 5% ceiling must hold.
+    let mut report = String::new();
+    for limit in [100u64, 1_000] {
+        for spread in [Spread::RoundRobin, Spread::Skewed] {
+            for factor in [0.9, 1.2, 2.0, 10.0] {
+                let r = simulate(&Scenario {
+                    period: Period::Second,
+                    limit,
+                    factor,
+                    spread,
+                    windows: 6,
+                    start: T0 + 30,
+                    gossip_ms: 50,
+                    delay_ms: 5,
+                    skew_ms: 3,
+                });
+                let worst = r.per_window.iter().copied().max().unwrap_or(0);
+                report.push_str(&format!(
+                    "L={limit} {spread:?} {factor}L: max/window {worst} sliding {} rejected {}\n",
+                    r.max_sliding, r.rejected
+                ));
+                assert!(worst as f64 <= limit as f64 * 1.05 + 3.0, "{report}");
+                if factor <= 0.9 {
+                    assert_eq!(r.rejected, 0, "{report}");
+                }
+            }
+        }
+    }
+    println!("{report}");
 }
