@@ -94,9 +94,8 @@ pub struct PeriodStatus {
     /// Requests left in the window after this one (0 when denied here).
     pub remaining: u64,
     /// Whole seconds (at least 1, at most the period) until the window
-    /// next has more room: until one more request would fit when
-    /// `remaining` is 0, otherwise until the oldest counted request has
-    /// slid out.
+    /// has more room: when `remaining` is 0, until one more request would
+    /// fit; otherwise until the oldest bucket counted has slid out.
     pub reset_secs: u64,
 }
 
@@ -535,8 +534,11 @@ impl RateLimiter {
         let outcome = denied.map_or(Outcome::Allowed, |s| s.outcome);
         let allowed = outcome == Outcome::Allowed;
         if allowed {
-            for &(period, _) in limits {
-                entry.period_mut(period).add_own(now_ms);
+            for (i, &(period, _)) in limits.iter().enumerate() {
+                // A period listed twice still counts the request once.
+                if !limits[..i].iter().any(|(p, _)| *p == period) {
+                    entry.period_mut(period).add_own(now_ms);
+                }
             }
             entry.unsent = entry.unsent.saturating_add(1);
             if !entry.dirty && cluster && !limits.is_empty() {
@@ -559,16 +561,15 @@ impl RateLimiter {
             };
             let reset_ms = match (s.outcome, entry) {
                 (Outcome::OverShare, _) => 0,
-                (_, Some(e)) => {
-                    let buckets = combined(e, s.period, cluster);
-                    let target = if remaining == 0 {
-                        lim - 1.0
-                    } else {
-                        after - 1.0
-                    };
-                    window::millis_until_at_most(s.period, &buckets, now_ms, target.max(0.0))
+                (_, Some(e)) if remaining == 0 => {
+                    // Exact: when one more request fits.
+                    let cells = combined(e, s.period, cluster);
+                    window::millis_until_at_most(s.period, &cells, now_ms, (lim - 1.0).max(0.0))
                         .unwrap_or_else(|| s.period.millis())
                 }
+                // Cheap, for the common case: when the oldest bucket
+                // counted has left the window.
+                (_, Some(e)) => oldest_leaves_in(e, s.period, cluster, now_ms),
                 (_, None) => 0,
             };
             let wait_secs = reset_ms.div_ceil(1000).max(1);
@@ -728,7 +729,28 @@ impl RateLimiter {
     }
 }
 
-/// All nodes' counts for one period of an entry, as `(bucket, count)`.
+/// Milliseconds until the oldest bucket with requests, on any node, has
+/// slid out of the window.
+fn oldest_leaves_in(e: &Entry, period: Period, cluster: bool, now_ms: u64) -> u64 {
+    let Some(pc) = e.periods.iter().find(|p| p.period == period) else {
+        return 0;
+    };
+    let own = pc.own.front().map(|b| b.idx);
+    let peers = pc
+        .peers
+        .iter()
+        .filter(|_| cluster)
+        .filter_map(|(_, cells)| cells.front().map(|c| c.0));
+    let Some(oldest) = own.into_iter().chain(peers).min() else {
+        return 0;
+    };
+    let gone_at = oldest
+        .saturating_add(window::BUCKETS_PER_PERIOD + 1)
+        .saturating_mul(period.bucket_millis());
+    gone_at.saturating_sub(now_ms)
+}
+
+/// All nodes' counts for one period of an entry.
 fn combined(e: &Entry, period: Period, cluster: bool) -> Vec<window::Cell> {
     let Some(pc) = e.periods.iter().find(|p| p.period == period) else {
         return Vec::new();
