@@ -136,7 +136,7 @@ pub use counters::{
 pub use gossip::{
     decode, encode, run_gossip, GossipBucket, GossipEntry, GossipError, GossipMessage,
 };
-pub use window::Period;
+pub use window::{limits_from_config, Period};
 
 #[cfg(test)]
 mod tests;

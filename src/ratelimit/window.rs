@@ -116,6 +116,29 @@ impl Period {
     }
 }
 
+/// The `(period, limit)` pairs of a normalized rate-limiting plugin config
+/// (fields `second` … `year`; `null` or absent = no limit), shortest period
+/// first. Kong's limits are numbers: a fractional limit is rounded down.
+pub fn limits_from_config(config: &serde_json::Value) -> Vec<(Period, u64)> {
+    Period::ALL
+        .into_iter()
+        .filter_map(|p| {
+            let v = config.get(p.name())?;
+            let limit = match v.as_u64() {
+                Some(n) => n,
+                None => {
+                    let f = v.as_f64()?;
+                    if !f.is_finite() || f < 0.0 {
+                        return None;
+                    }
+                    f.floor() as u64
+                }
+            };
+            Some((p, limit))
+        })
+        .collect()
+}
+
 /// One bucket of one node: `(bucket number, offset in ms of its first
 /// request from the bucket's start, count)`.
 pub type Cell = (u64, u32, u64);
@@ -233,6 +256,17 @@ mod tests {
             assert_eq!(p.millis() % BUCKETS_PER_PERIOD, 0);
         }
         assert_eq!(Period::from_code(6), None);
+    }
+
+    #[test]
+    fn limits_from_a_plugin_config() {
+        let c =
+            serde_json::json!({"second": null, "minute": 6, "hour": 100.7, "day": -1, "year": "x"});
+        assert_eq!(
+            limits_from_config(&c),
+            vec![(Period::Minute, 6), (Period::Hour, 100)]
+        );
+        assert!(limits_from_config(&serde_json::json!(null)).is_empty());
     }
 
     #[test]
