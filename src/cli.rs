@@ -129,6 +129,49 @@ impl NodeProbe for StoreProbe {
     }
 }
 
+/// Cluster-port path of rate-limit gossip.
+const GOSSIP_PATH: &str = "/gossip/ratelimit";
+
+/// Sends this node's rate-limit counters to the Raft members, whose list
+/// follows every membership change.
+fn spawn_gossip(store: &Store, limiter: Arc<crate::ratelimit::RateLimiter>) {
+    let mut applied = store.applied();
+    let members = |a: &crate::store::state_machine::Applied| -> Vec<(u64, String)> {
+        a.membership
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    };
+    let (peers_tx, peers) = tokio::sync::watch::channel(members(&applied.borrow()));
+    tokio::spawn(async move {
+        while applied.changed().await.is_ok() {
+            let now = members(&applied.borrow_and_update());
+            peers_tx.send_if_modified(|old| {
+                let changed = *old != now;
+                *old = now.clone();
+                changed
+            });
+        }
+    });
+    let client = store.client().clone();
+    let interval = Duration::from_millis(50);
+    tokio::spawn(crate::ratelimit::run_gossip(
+        limiter,
+        interval,
+        peers,
+        move |addr, body| {
+            let client = client.clone();
+            async move {
+                client
+                    .post_raw(&addr, GOSSIP_PATH, body, Duration::from_secs(1))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    ));
+}
+
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -164,7 +207,29 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "raftgate node starting"
     );
 
-    tokio::spawn(crate::store::server::serve(store.clone(), cluster));
+    // Rate-limit counters: one limiter per node, gossiped to the Raft
+    // members over the authenticated cluster port.
+    let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
+        crate::ratelimit::LimiterConfig::new(settings.node_id),
+    ));
+    if !crate::ratelimit::install(limiter.clone()) {
+        anyhow::bail!("a rate limiter was already installed in this process");
+    }
+    let gossip_in = limiter.clone();
+    let extension: crate::store::server::Extension = Arc::new(move |path, body| {
+        (path == GOSSIP_PATH).then(|| {
+            gossip_in
+                .receive(body, crate::ratelimit::now_ms())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
+    tokio::spawn(crate::store::server::serve(
+        store.clone(),
+        cluster,
+        Some(extension),
+    ));
+    spawn_gossip(&store, limiter);
     let bootstrap = store.clone();
     tokio::spawn(async move {
         if let Err(e) = bootstrap.bootstrap().await {

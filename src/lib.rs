@@ -13,6 +13,7 @@ pub mod model;
 pub mod observe;
 pub mod plugins;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod settings;
 pub mod store;

@@ -47,6 +47,41 @@ impl ClusterClient {
         Self { http, secret }
     }
 
+    /// POSTs an opaque, already encoded body (rate-limit gossip); only the
+    /// status of the answer matters.
+    pub async fn post_raw(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let signature = self.secret.sign("POST", path, &body);
+        let request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header(AUTH_HEADER, signature)
+            .body(Full::new(body))
+            .map_err(|e| CallError::Network(e.to_string()))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::Unreachable(e.to_string())
+                } else {
+                    CallError::Network(e.to_string())
+                }
+            })?;
+            let status = response.status();
+            let _ = response.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(CallError::Status(status.as_u16(), String::new()))
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| CallError::Network(format!("timed out after {timeout:?}")))?
+    }
+
     /// POSTs `req` to `http://{addr}{path}` and decodes the answer.
     pub async fn call<Req, Resp>(
         &self,

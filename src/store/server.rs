@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::io::Cursor;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,8 +29,14 @@ use super::types::{Snapshot, TypeConfig};
 /// Largest request body accepted (a snapshot of a large config).
 const MAX_BODY: usize = 512 * 1024 * 1024;
 
+/// A handler for other node-to-node traffic on the cluster port (the
+/// rate-limit gossip), given the path and the authenticated body; `None`
+/// when the path is not its own. Kept abstract so the store knows nothing
+/// of what else travels between nodes.
+pub type Extension = Arc<dyn Fn(&str, &Bytes) -> Option<Result<(), String>> + Send + Sync>;
+
 /// Serves the cluster port until the listener fails.
-pub async fn serve(store: Store, listener: TcpListener) {
+pub async fn serve(store: Store, listener: TcpListener, extension: Option<Extension>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -41,10 +48,12 @@ pub async fn serve(store: Store, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let store = store.clone();
+        let extension = extension.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let store = store.clone();
-                async move { Ok::<_, Infallible>(handle(store, peer, req).await) }
+                let extension = extension.clone();
+                async move { Ok::<_, Infallible>(handle(store, extension, peer, req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -66,7 +75,12 @@ fn encoded<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     }
 }
 
-async fn handle(store: Store, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    store: Store,
+    extension: Option<Extension>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
     let auth = req
@@ -84,6 +98,12 @@ async fn handle(store: Store, peer: SocketAddr, req: Request<Incoming>) -> Respo
     {
         tracing::warn!(%peer, %path, reason = why, "refused cluster request");
         return plain(StatusCode::UNAUTHORIZED, why);
+    }
+    if let Some(answer) = extension.as_ref().and_then(|ext| ext(&path, &body)) {
+        return match answer {
+            Ok(()) => plain(StatusCode::NO_CONTENT, ""),
+            Err(e) => plain(StatusCode::BAD_REQUEST, &e),
+        };
     }
     match dispatch(&store, &path, &body).await {
         Ok(resp) => resp,
