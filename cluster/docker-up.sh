@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash cluster/docker-build.sh
-docker compose build
+bash cluster/compose.sh build
 started=$(date +%s%N)
-docker compose up -d
+bash cluster/compose.sh up -d
 
 for port in 8100 8110 8120; do
   for _ in $(seq 1 300); do
