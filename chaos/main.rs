@@ -12,6 +12,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod docker;
 mod faultproxy;
 mod workload;
 
@@ -40,18 +41,163 @@ impl Outcome {
     }
 }
 
+/// Where the cluster runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    /// Processes on loopback; link faults through our TCP proxy.
+    Local,
+    /// The Compose cluster (project `raftgate-chaos`), reached only
+    /// through ports published on 127.0.0.1; faults through `docker`.
+    Docker,
+}
+
+const DOCKER_PROJECT: &str = "raftgate-chaos";
+
 struct Harness {
+    backend: Backend,
     cluster: Cluster,
     links: Links,
     down: Down,
-    upstream: std::process::Child,
+    upstream: Option<std::process::Child>,
     /// Runs the fault proxies; kept alive with the harness.
     _runtime: tokio::runtime::Runtime,
     next_id: u64,
 }
 
 impl Harness {
-    fn start() -> Harness {
+    fn start(backend: Backend) -> Harness {
+        match backend {
+            Backend::Local => Harness::start_local(),
+            Backend::Docker => Harness::start_docker(),
+        }
+    }
+
+    fn start_docker() -> Harness {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        docker::compose(&["down", "-v", "--remove-orphans"]);
+        docker::compose(&["up", "-d"]);
+        let nodes = (1..=3)
+            .map(|id| {
+                let base = 8000 + 10 * (id as u16 - 1);
+                common::Node::in_container(
+                    id,
+                    &docker::container(&format!("node{id}")),
+                    base,
+                    base + 1,
+                    8100 + 10 * (id as u16 - 1),
+                )
+            })
+            .collect();
+        let cluster = Cluster::attach(nodes, docker::ADMIN_TOKEN);
+        cluster.wait_ready_all(Duration::from_secs(60));
+        let upstream = "http://172.28.0.21:8080".to_string();
+        Harness::with_probe_route(Backend::Docker, cluster, None, &upstream, runtime)
+    }
+
+    fn with_probe_route(
+        backend: Backend,
+        cluster: Cluster,
+        upstream: Option<std::process::Child>,
+        upstream_url: &str,
+        runtime: tokio::runtime::Runtime,
+    ) -> Harness {
+        let (status, svc) = cluster.post(
+            &cluster.node(1).admin_url("/services"),
+            &serde_json::json!({"name": "chaos-upstream", "url": upstream_url}),
+        );
+        assert_eq!(status, 201, "{svc}");
+        let (status, route) = cluster.post(
+            &cluster.node(1).admin_url("/services/chaos-upstream/routes"),
+            &serde_json::json!({"name": "chaos-probe", "paths": [workload::PROXY_PATH]}),
+        );
+        assert_eq!(status, 201, "{route}");
+        cluster.wait_converged(Duration::from_secs(10));
+        Harness {
+            backend,
+            cluster,
+            links: Links::default(),
+            down: Down::default(),
+            upstream,
+            _runtime: runtime,
+            next_id: 4,
+        }
+    }
+
+    /// Cuts `alone` off from `rest` (both ways).
+    fn partition(&self, alone: u64, rest: &[u64]) {
+        match self.backend {
+            Backend::Local => self.links.partition(&[alone], rest),
+            Backend::Docker => {
+                // Disconnecting the container also takes away its published
+                // ports: clients cannot reach it either.
+                self.take_down(alone);
+                docker::disconnect(&self.container(alone));
+            }
+        }
+    }
+
+    fn heal(&self) {
+        match self.backend {
+            Backend::Local => self.links.heal(),
+            Backend::Docker => {
+                for node in &self.cluster.nodes {
+                    docker::reconnect(&self.container(node.id), node.id);
+                }
+                self.cluster.wait_ready_all(Duration::from_secs(30));
+                for node in &self.cluster.nodes {
+                    self.bring_up(node.id);
+                }
+            }
+        }
+    }
+
+    /// Loss (and, on the local backend, delay) on every link.
+    fn degrade_links(&self, loss: f64, delay: Duration) {
+        match self.backend {
+            Backend::Local => {
+                let ids = self.running();
+                for from in &ids {
+                    for to in &ids {
+                        if from != to {
+                            self.links.set(
+                                *from,
+                                *to,
+                                LinkFault {
+                                    cut: false,
+                                    delay,
+                                    loss,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            Backend::Docker => {
+                for node in &self.cluster.nodes {
+                    docker::set_loss(&self.container(node.id), Some(loss));
+                }
+            }
+        }
+    }
+
+    fn restore_links(&self) {
+        match self.backend {
+            Backend::Local => self.links.heal(),
+            Backend::Docker => {
+                for node in &self.cluster.nodes {
+                    docker::set_loss(&self.container(node.id), None);
+                }
+            }
+        }
+    }
+
+    fn container(&self, id: u64) -> String {
+        self.cluster.node(id).container.clone().unwrap_or_default()
+    }
+
+    fn start_local() -> Harness {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -85,6 +231,7 @@ impl Harness {
         );
         // A demo upstream and one route to it, proxied by every node.
         let upstream_port = common::free_port();
+        let upstream_url = format!("http://127.0.0.1:{upstream_port}");
         let upstream = std::process::Command::new(common::binary())
             .args([
                 "demo-upstream",
@@ -96,25 +243,15 @@ impl Harness {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start the demo upstream");
-        let (status, svc) = cluster.post(
-            &cluster.node(1).admin_url("/services"),
-            &serde_json::json!({"name": "chaos-upstream", "url": format!("http://127.0.0.1:{upstream_port}")}),
-        );
-        assert_eq!(status, 201, "{svc}");
-        let (status, route) = cluster.post(
-            &cluster.node(1).admin_url("/services/chaos-upstream/routes"),
-            &serde_json::json!({"name": "chaos-probe", "paths": [workload::PROXY_PATH]}),
-        );
-        assert_eq!(status, 201, "{route}");
-        cluster.wait_converged(Duration::from_secs(10));
-        Harness {
+        let mut h = Harness::with_probe_route(
+            Backend::Local,
             cluster,
-            links,
-            down: Down::default(),
-            upstream,
-            _runtime: runtime,
-            next_id: 4,
-        }
+            Some(upstream),
+            &upstream_url,
+            runtime,
+        );
+        h.links = links;
+        h
     }
 
     /// Marks a node as taken down before the fault hits it, so that no
@@ -166,8 +303,14 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let _ = self.upstream.kill();
-        let _ = self.upstream.wait();
+        if let Some(upstream) = &mut self.upstream {
+            let _ = upstream.kill();
+            let _ = upstream.wait();
+        }
+        if self.backend == Backend::Docker {
+            self.restore_links();
+            docker::compose(&["down", "-v", "--remove-orphans"]);
+        }
     }
 }
 
@@ -183,8 +326,19 @@ const SCENARIOS: &[&str] = &[
     "loss-and-delay",
 ];
 
-fn run_scenario(name: &str) -> Outcome {
-    let mut h = Harness::start();
+/// Scenarios the Docker backend runs (wiping and rejoining under a new id
+/// and added delay need the local backend's process and link control).
+const DOCKER_SCENARIOS: &[&str] = &[
+    "leader-kill",
+    "follower-kill",
+    "leader-isolated",
+    "leader-paused",
+    "full-restart",
+    "loss",
+];
+
+fn run_scenario(name: &str, backend: Backend) -> Outcome {
+    let mut h = Harness::start(backend);
     let workload = Workload::start(&h.cluster, name, h.down.clone());
     std::thread::sleep(Duration::from_secs(2));
     let mut leader_after = None;
@@ -215,11 +369,11 @@ fn run_scenario(name: &str) -> Outcome {
                 *h.running().iter().find(|id| **id != leader).unwrap()
             };
             let rest: Vec<u64> = h.running().into_iter().filter(|id| *id != alone).collect();
-            h.links.partition(&[alone], &rest);
+            h.partition(alone, &rest);
             leader_required = true;
             leader_after = h.wait_leader_among(&rest, Duration::from_secs(10));
             std::thread::sleep(Duration::from_secs(8));
-            h.links.heal();
+            h.heal();
         }
         "leader-paused" => {
             let leader = h.leader();
@@ -287,24 +441,14 @@ fn run_scenario(name: &str) -> Outcome {
             h.cluster.wait_ready_all(Duration::from_secs(30));
         }
         "loss-and-delay" => {
-            let ids = h.running();
-            for from in &ids {
-                for to in &ids {
-                    if from != to {
-                        h.links.set(
-                            *from,
-                            *to,
-                            LinkFault {
-                                cut: false,
-                                delay: Duration::from_millis(100),
-                                loss: 0.10,
-                            },
-                        );
-                    }
-                }
-            }
+            h.degrade_links(0.10, Duration::from_millis(100));
             std::thread::sleep(Duration::from_secs(30));
-            h.links.heal();
+            h.restore_links();
+        }
+        "loss" => {
+            h.degrade_links(0.10, Duration::ZERO);
+            std::thread::sleep(Duration::from_secs(30));
+            h.restore_links();
         }
         other => errors.push(format!("unknown scenario {other}")),
     }
@@ -336,21 +480,31 @@ fn run_scenario(name: &str) -> Outcome {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let backend = if args.first().map(String::as_str) == Some("--docker") {
+        args.remove(0);
+        Backend::Docker
+    } else {
+        Backend::Local
+    };
+    let all = match backend {
+        Backend::Local => SCENARIOS,
+        Backend::Docker => DOCKER_SCENARIOS,
+    };
     let wanted: Vec<String> = if args.is_empty() {
-        SCENARIOS.iter().map(|s| s.to_string()).collect()
+        all.iter().map(|s| s.to_string()).collect()
     } else {
         args
     };
-    let known: BTreeSet<&str> = SCENARIOS.iter().copied().collect();
+    let known: BTreeSet<&str> = all.iter().copied().collect();
     let mut outcomes = Vec::new();
     for name in &wanted {
         if !known.contains(name.as_str()) {
-            eprintln!("unknown scenario {name}; known: {SCENARIOS:?}");
+            eprintln!("unknown scenario {name}; known: {all:?}");
             std::process::exit(2);
         }
         eprintln!("-- scenario {name}");
-        let outcome = run_scenario(name);
+        let outcome = run_scenario(name, backend);
         for e in &outcome.errors {
             eprintln!("   FAIL: {e}");
         }
@@ -358,6 +512,7 @@ fn main() {
     }
 
     println!();
+    println!("backend: {backend:?}");
     println!(
         "{:<18} {:>6} {:>6} {:>7} {:>5} {:>8} {:>9} {:>12}  result",
         "scenario", "ok", "failed", "unknown", "lost", "phantom", "proxy ok%", "new leader"

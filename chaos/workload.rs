@@ -75,17 +75,17 @@ impl Workload {
         let history = Arc::new(Mutex::new(History::default()));
         let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.admin).collect();
         let proxies: Vec<(u64, u16)> = cluster.nodes.iter().map(|n| (n.id, n.proxy)).collect();
+        let token = cluster.admin_token.clone();
         let mut threads: Vec<JoinHandle<()>> = (0..WRITERS)
             .map(|w| {
                 let stop = stop.clone();
                 let history = history.clone();
                 let ports = ports.clone();
                 let scenario = scenario.to_string();
+                let token = token.clone();
                 std::thread::spawn(move || {
-                    let http = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(5))
-                        .build()
-                        .unwrap();
+                    let http =
+                        crate::common::client_with_token(token.as_deref(), Duration::from_secs(5));
                     let mut i = 0usize;
                     while !stop.load(Ordering::Relaxed) {
                         let port = ports[(w + i) % ports.len()];

@@ -55,6 +55,10 @@ pub struct Node {
     pub extra_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
+    /// Set when the node is a Docker container (the chaos suite's Docker
+    /// backend): it is started, killed and signalled through `docker`.
+    pub container: Option<String>,
+    container_up: bool,
 }
 
 impl Node {
@@ -71,10 +75,45 @@ impl Node {
         format!("127.0.0.1:{}", self.cluster)
     }
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() || self.container_up
+    }
+
+    /// A node that runs in the Docker container `name`, reached through
+    /// the ports Compose published on 127.0.0.1.
+    pub fn in_container(id: u64, name: &str, proxy: u16, admin: u16, status: u16) -> Node {
+        Node {
+            id,
+            proxy,
+            admin,
+            status,
+            cluster: 0,
+            data_dir: PathBuf::new(),
+            extra_args: Vec::new(),
+            child: None,
+            log: PathBuf::new(),
+            container: Some(name.to_string()),
+            container_up: true,
+        }
+    }
+
+    fn docker(&self, args: &[&str]) {
+        if let Some(name) = &self.container {
+            let mut all: Vec<&str> = args.to_vec();
+            all.push(name);
+            let _ = Command::new("docker")
+                .args(&all)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     pub fn start(&mut self, secret_file: &PathBuf) {
+        if self.container.is_some() {
+            self.docker(&["start"]);
+            self.container_up = true;
+            return;
+        }
         assert!(self.child.is_none(), "node {} already running", self.id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -103,6 +142,11 @@ impl Node {
 
     /// SIGKILL, as `kill -9`.
     pub fn kill(&mut self) {
+        if self.container.is_some() {
+            self.docker(&["kill", "-s", "KILL"]);
+            self.container_up = false;
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -111,6 +155,11 @@ impl Node {
 
     /// SIGTERM and wait for the exit.
     pub fn stop(&mut self) {
+        if self.container.is_some() {
+            self.docker(&["stop", "-t", "10"]);
+            self.container_up = false;
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             sigterm(child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -127,6 +176,11 @@ impl Node {
 
     /// Sends a signal by name (`STOP`, `CONT`, …) to the running process.
     pub fn signal(&self, name: &str) {
+        match name {
+            "STOP" if self.container.is_some() => return self.docker(&["pause"]),
+            "CONT" if self.container.is_some() => return self.docker(&["unpause"]),
+            _ => {}
+        }
         if let Some(child) = &self.child {
             let _ = Command::new("kill")
                 .args([&format!("-{name}"), &child.id().to_string()])
@@ -162,10 +216,39 @@ pub struct Cluster {
     pub secret_file: PathBuf,
     pub nodes: Vec<Node>,
     pub http: reqwest::blocking::Client,
+    /// Sent as `Kong-Admin-Token` with every request, when set.
+    pub admin_token: Option<String>,
+}
+
+/// An HTTP client that sends the admin token, when given, on every request.
+pub fn client_with_token(token: Option<&str>, timeout: Duration) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(token) {
+            headers.insert("kong-admin-token", value);
+        }
+    }
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl Cluster {
+    /// A cluster of already running nodes (the Docker backend), whose
+    /// Admin API needs `token`.
+    pub fn attach(nodes: Vec<Node>, token: &str) -> Cluster {
+        let mut cluster = Cluster::empty_with_token(Some(token));
+        cluster.nodes = nodes;
+        cluster
+    }
+
     fn empty() -> Cluster {
+        Cluster::empty_with_token(None)
+    }
+
+    fn empty_with_token(token: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("cluster-secret");
         std::fs::write(&secret_file, SECRET).unwrap();
@@ -173,10 +256,8 @@ impl Cluster {
             dir,
             secret_file,
             nodes: Vec::new(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: client_with_token(token, Duration::from_secs(30)),
+            admin_token: token.map(str::to_string),
         }
     }
 
@@ -191,6 +272,8 @@ impl Cluster {
             extra_args,
             child: None,
             log: self.dir.path().join(format!("node{id}.log")),
+            container: None,
+            container_up: false,
         }
     }
 
