@@ -1219,3 +1219,44 @@ mod tests {
         assert!(s.consumer_by_jwt_key("iss-9999").is_some());
     }
 }
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use crate::model::{Entity, EntityKind};
+
+    fn create_service(request_id: Uuid, name: &str) -> Proposal {
+        let entity = Entity::from_json(
+            EntityKind::Service,
+            serde_json::json!({"id": Uuid::new_v4(), "name": name, "host": "example.com"}),
+        )
+        .unwrap();
+        Proposal {
+            request_id,
+            command: Command::Create { entity },
+        }
+    }
+
+    #[test]
+    fn a_retried_proposal_is_applied_once_and_answers_the_same() {
+        let mut state = State::default();
+        let request = Uuid::new_v4();
+        let proposal = create_service(request, "once");
+        let first = state.apply(&proposal).unwrap();
+        let version = state.version();
+        // The same proposal again (a retry after a leader change): the
+        // remembered outcome, nothing applied twice.
+        assert_eq!(state.apply(&proposal).unwrap(), first);
+        assert_eq!(state.version(), version);
+        assert_eq!(state.count(EntityKind::Service), 1);
+        // Even a different command under the same request id is not applied.
+        let other = create_service(request, "other");
+        assert_eq!(state.apply(&other).unwrap(), first);
+        assert_eq!(state.count(EntityKind::Service), 1);
+        // The memory survives a snapshot round trip.
+        let values = state.records().into_iter().map(|(_, v)| v);
+        let mut restored = State::from_records(values).unwrap();
+        assert_eq!(restored.apply(&proposal).unwrap(), first);
+        assert_eq!(restored.count(EntityKind::Service), 1);
+    }
+}
