@@ -5,6 +5,7 @@
 //! it owns.
 
 pub mod admin;
+pub mod blocking;
 pub mod cli;
 pub mod cli_admin;
 pub mod cli_config;

@@ -80,7 +80,7 @@ pub async fn post<B: Backend>(ctx: &Ctx<B>) -> Result<Response, AdminError> {
             "expected a declarative configuration",
         ));
     }
-    let (entities, mut select_tags) = parse_declarative(&text)?;
+    let (entities, mut select_tags) = crate::blocking::cpu_bound(|| parse_declarative(&text))?;
     // Kong's POST /config replaces the whole config; `?mode=apply` (the
     // CLI's `config apply`) only upserts, `?mode=sync` is the replacement
     // scoped by `select_tags` (query, else the file's `_info`).

@@ -76,7 +76,7 @@ pub struct Shared {
 impl Shared {
     /// Compiles and publishes `state` (router, plugins, balancers, certs).
     fn publish(&self, state: &State) {
-        let snapshot = self.compiler.compile(state);
+        let snapshot = crate::blocking::cpu_bound(|| self.compiler.compile(state));
         self.certs
             .index
             .store(Arc::new(tls::CertIndex::compile(state)));

@@ -26,10 +26,9 @@ use super::types::{ApplyResult, Node, NodeId, Raft};
 use crate::admin::{Backend, WriteError};
 use crate::model::{Command, CommandOutput, Proposal, State};
 
-/// How long a write may look for a leader before answering 503.
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-/// Timeout of one forwarded call to the leader.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write may take (finding a leader, committing, applying: a
+/// large declarative config takes seconds) before answering 503.
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What a node needs to know to take part in a cluster.
 #[derive(Clone, Debug)]
@@ -215,7 +214,12 @@ impl Store {
                         let answer: Result<Result<(ApplyResult, u64), String>, CallError> = self
                             .inner
                             .client
-                            .call(&leader.addr, "/cluster/write", &proposal, FORWARD_TIMEOUT)
+                            .call(
+                                &leader.addr,
+                                "/cluster/write",
+                                &proposal,
+                                WRITE_DEADLINE.saturating_sub(started.elapsed()),
+                            )
                             .await;
                         match answer {
                             Ok(Ok(done)) => return Ok(done),

@@ -19,6 +19,7 @@ use tokio::sync::{watch, Mutex};
 
 use super::codec::{decode, encode};
 use super::types::{ApplyResult, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::blocking::cpu_bound;
 use crate::model::State;
 
 const LAST_APPLIED: &[u8] = b"last_applied";
@@ -162,6 +163,53 @@ fn replace_records(
     Ok(())
 }
 
+type Responders = Vec<(openraft::storage::ApplyResponder<TypeConfig>, ApplyResult)>;
+
+/// Applies a batch of entries to the in-memory state and persists what
+/// changed together with the applied markers, in one sled transaction.
+fn apply_batch(
+    inner: &mut Inner,
+    batch: Vec<openraft::storage::EntryResponder<TypeConfig>>,
+    records: &sled::Tree,
+    meta: &sled::Tree,
+) -> io::Result<Responders> {
+    let mut responders = Vec::new();
+    for (entry, responder) in batch {
+        let result = match &entry.payload {
+            EntryPayload::Blank => ApplyResult(Ok(crate::model::CommandOutput::Deleted)),
+            EntryPayload::Normal(proposal) => ApplyResult(inner.state.apply(proposal)),
+            EntryPayload::Membership(membership) => {
+                inner.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                ApplyResult(Ok(crate::model::CommandOutput::Deleted))
+            }
+        };
+        inner.last_applied = Some(entry.log_id);
+        if let Some(responder) = responder {
+            responders.push((responder, result));
+        }
+    }
+    let mut changes = Vec::new();
+    for key in inner.state.take_dirty() {
+        changes.push((key.to_bytes(), inner.state.record(&key)));
+    }
+    let last_applied = encode(&inner.last_applied)?;
+    let membership = encode(&inner.membership)?;
+    (records, meta)
+        .transaction(|(records, meta)| {
+            for (key, value) in &changes {
+                match value {
+                    Some(v) => records.insert(key.as_slice(), v.as_slice())?,
+                    None => records.remove(key.as_slice())?,
+                };
+            }
+            meta.insert(LAST_APPLIED, last_applied.as_slice())?;
+            meta.insert(MEMBERSHIP, membership.as_slice())?;
+            Ok::<(), ConflictableTransactionError<io::Error>>(())
+        })
+        .map_err(tx_err)?;
+    Ok(responders)
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Cursor<Vec<u8>>;
 
@@ -172,7 +220,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_log_id: inner.last_applied,
                 last_membership: inner.membership.clone(),
             };
-            (meta, encode(&inner.state.records())?)
+            (meta, cpu_bound(|| encode(&inner.state.records()))?)
         };
         self.snapshots
             .insert(SNAPSHOT_META, encode(&meta)?)
@@ -201,47 +249,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
         let mut inner = self.inner.lock().await;
-        let mut responders = Vec::new();
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let result = match &entry.payload {
-                EntryPayload::Blank => ApplyResult(Ok(crate::model::CommandOutput::Deleted)),
-                EntryPayload::Normal(proposal) => ApplyResult(inner.state.apply(proposal)),
-                EntryPayload::Membership(membership) => {
-                    inner.membership =
-                        StoredMembership::new(Some(entry.log_id), membership.clone());
-                    ApplyResult(Ok(crate::model::CommandOutput::Deleted))
-                }
-            };
-            inner.last_applied = Some(entry.log_id);
-            if let Some(responder) = responder {
-                responders.push((responder, result));
-            }
-        }
-
-        // Persist the batch's changes and the applied markers atomically.
-        let mut changes = Vec::new();
-        for key in inner.state.take_dirty() {
-            changes.push((key.to_bytes(), inner.state.record(&key)));
-        }
-        let last_applied = encode(&inner.last_applied)?;
-        let membership = encode(&inner.membership)?;
-        (&self.records, &self.meta)
-            .transaction(|(records, meta)| {
-                for (key, value) in &changes {
-                    match value {
-                        Some(v) => records.insert(key.as_slice(), v.as_slice())?,
-                        None => records.remove(key.as_slice())?,
-                    };
-                }
-                meta.insert(LAST_APPLIED, last_applied.as_slice())?;
-                meta.insert(MEMBERSHIP, membership.as_slice())?;
-                Ok::<(), ConflictableTransactionError<io::Error>>(())
-            })
-            .map_err(tx_err)?;
+        let inner = &mut *inner;
+        let (records, meta) = (&self.records, &self.meta);
+        let responders = cpu_bound(|| apply_batch(inner, batch, records, meta))?;
         self.flush().await?;
-        self.publish(&inner);
-        drop(inner);
+        self.publish(inner);
 
         for (responder, result) in responders {
             responder.send(result);
@@ -259,9 +276,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(&data)?;
-        let state = State::from_records(pairs.into_iter().map(|(_, v)| v))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let state = cpu_bound(|| {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(&data)?;
+            State::from_records(pairs.into_iter().map(|(_, v)| v))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        })?;
 
         let mut inner = self.inner.lock().await;
         // Store the snapshot durably first, flagged, so that a crash while
@@ -274,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(sled_err)?;
         self.meta.insert(INSTALLING, &[1u8][..]).map_err(sled_err)?;
         self.flush().await?;
-        replace_records(&self.records, &self.meta, meta, &data)?;
+        cpu_bound(|| replace_records(&self.records, &self.meta, meta, &data))?;
         self.flush().await?;
 
         inner.state = state;

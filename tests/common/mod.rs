@@ -74,6 +74,11 @@ impl Node {
     pub fn cluster_addr(&self) -> String {
         format!("127.0.0.1:{}", self.cluster)
     }
+    /// The process id of the running node (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some() || self.container_up
     }
