@@ -50,21 +50,20 @@ impl ServerCounters {
         })
     }
 
-    /// Mirrors the counters into Kong's `kong_nginx_*` gauges.
-    pub fn export(&self, node_id: u64) {
+    /// Mirrors the counters into `raftgate_http_connections{state}` and
+    /// `raftgate_http_requests_total` (at scrape time).
+    pub fn export(&self) {
         let m = metrics::global();
-        let id = node_id.to_string();
         let v = self.to_json();
-        for state in [
-            "active", "reading", "writing", "waiting", "accepted", "handled",
-        ] {
+        for state in ["active", "reading", "writing", "waiting"] {
             let n = v[format!("connections_{state}")].as_i64().unwrap_or(0);
-            m.nginx_connections
-                .with_label_values(&[id.as_str(), "http", state])
-                .set(n);
+            m.connections.with_label_values(&[state]).set(n);
         }
-        m.nginx_requests_total
-            .set(self.total_requests.load(Ordering::Relaxed) as i64);
+        let total = self.total_requests.load(Ordering::Relaxed);
+        let seen = m.requests_total.get();
+        if total > seen {
+            m.requests_total.inc_by(total - seen);
+        }
     }
 }
 

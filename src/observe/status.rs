@@ -102,7 +102,7 @@ async fn metrics_text(State(s): State<StatusSources>) -> impl IntoResponse {
     let view = s.probe.cluster();
     m.set_cluster(&view);
     m.node_ready.set(i64::from(s.ready()));
-    s.server.export(view.node_id);
+    s.server.export();
     (
         [(
             header::CONTENT_TYPE,

@@ -88,6 +88,8 @@ struct Inner {
     applied: watch::Receiver<Applied>,
     /// Kept to read the stored snapshot's size for metrics.
     db: sled::Db,
+    /// When a leader's append (or heartbeat) last reached this node.
+    leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn raft_config(snapshot_every: u64) -> Config {
@@ -145,6 +147,7 @@ impl Store {
                 client,
                 applied,
                 db: db_handle,
+                leader_contact: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -407,9 +410,42 @@ impl Store {
         member && applied >= committed && applied.is_some()
     }
 
+    /// Records that a leader's append entries reached this node.
+    pub fn note_leader_contact(&self) {
+        let mut at = self
+            .inner
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *at = Some(std::time::Instant::now());
+    }
+
     /// Raft's numbers for the metrics exporter (cheap; read at scrape time).
+    /// `leader` is the leader only while it is heard from: with pre-vote a
+    /// cut-off follower keeps its term and its last leader forever, which
+    /// would hide that it has none.
     pub fn raft_stats(&self) -> RaftStats {
         let m = self.inner.raft.metrics().borrow_watched().clone();
+        // A few election timeouts (150-300 ms) without contact.
+        const STALE_MS: u128 = 1_000;
+        // The plain number is simpler than the instant type it is
+        // deprecated for, and means the same.
+        #[allow(deprecated)]
+        let acked_ms = m.millis_since_quorum_ack;
+        let leader = match m.state {
+            ServerState::Leader => acked_ms
+                .filter(|ms| u128::from(*ms) < STALE_MS)
+                .map(|_| m.id),
+            _ => {
+                let at = *self
+                    .inner
+                    .leader_contact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                m.current_leader
+                    .filter(|_| at.is_some_and(|t| t.elapsed().as_millis() < STALE_MS))
+            }
+        };
         let last_log = m.last_log_index.unwrap_or(0);
         let replication_lag = m
             .replication
@@ -442,7 +478,7 @@ impl Store {
                 ServerState::Learner => "learner",
                 ServerState::Shutdown => "shutdown",
             },
-            leader: m.current_leader,
+            leader,
             term: m.current_term,
             last_log_index: last_log,
             committed_index: std::cmp::max(
