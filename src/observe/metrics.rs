@@ -427,4 +427,41 @@ mod tests {
         assert!(!text.contains("raftgate_raft_replication_lag_entries{"));
         assert!(text.contains("raftgate_raft_has_leader 0"));
     }
+
+    /// Every metric the Grafana dashboard queries exists here.
+    #[test]
+    fn dashboard_queries_only_known_metrics() {
+        let m = Metrics::new();
+        let labels3 = ["s", "r", WORKSPACE];
+        m.request_latency.with_label_values(&labels3).observe(1.0);
+        m.upstream_latency.with_label_values(&labels3).observe(1.0);
+        m.kong_latency.with_label_values(&labels3).observe(1.0);
+        m.http_requests
+            .with_label_values(&["s", "r", "200", "service", WORKSPACE, "c"])
+            .inc();
+        m.bandwidth
+            .with_label_values(&["s", "r", "ingress", WORKSPACE, ""])
+            .inc();
+        m.connections.with_label_values(&["active"]).set(1);
+        m.raft_replication_lag.with_label_values(&["2"]).set(1);
+        m.gossip_last_message_age.with_label_values(&["2"]).set(1.0);
+        m.gossip_bytes_sent.with_label_values(&["2"]).inc();
+        m.ratelimit_decisions.with_label_values(&["allowed"]).inc();
+        m.raft_role.with_label_values(&["leader"]).set(1);
+        let text = m.render();
+        let dashboard = include_str!("../../observe/grafana/raftgate.json");
+        let mut names: Vec<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("kong_") || w.starts_with("raftgate_"))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 10, "{names:?}");
+        for name in names {
+            assert!(
+                text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                "dashboard uses unknown metric {name}"
+            );
+        }
+    }
 }
