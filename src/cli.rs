@@ -120,12 +120,28 @@ impl NodeProbe for StoreProbe {
     fn ready(&self) -> bool {
         self.0.is_ready()
     }
-    fn status(&self) -> serde_json::Value {
+    fn cluster(&self) -> crate::observe::metrics::ClusterView {
+        let r = self.0.raft_stats();
         let state = self.0.state();
-        serde_json::json!({
-            "configuration_hash": format!("{:032x}", state.version()),
-            "cluster": self.0.cluster_info(),
-        })
+        crate::observe::metrics::ClusterView {
+            node_id: r.node_id,
+            role: r.role,
+            leader: r.leader,
+            term: r.term,
+            last_log_index: r.last_log_index,
+            committed_index: r.committed_index,
+            last_applied_index: r.last_applied_index,
+            replication_lag: r.replication_lag,
+            snapshot_index: r.snapshot_index,
+            snapshot_size_bytes: r.snapshot_size_bytes,
+            config_version: state.version(),
+            revocations: state.iter(crate::model::EntityKind::JwtRevocation).count() as u64,
+        }
+    }
+    fn configuration_hash(&self) -> String {
+        // Kong's is 32 hex digits; the state digest is equal on two nodes
+        // exactly when they hold the same configuration.
+        self.0.state_digest().chars().take(32).collect()
     }
 }
 
@@ -238,6 +254,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
 
     tokio::spawn(store.clone().run_revocation_purge(Duration::from_secs(60)));
+    let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
+    let access_log = crate::observe::access_log::AccessLog::open(&settings.access_log)
+        .with_context(|| format!("opening the access log {:?}", settings.access_log))?;
+    let server_counters = Arc::new(crate::observe::ServerCounters::default());
+    let observer = Arc::new(crate::observe::Observer::new(
+        access_log,
+        server_counters.clone(),
+    ));
+    let listeners_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sources = crate::observe::status::StatusSources {
+        probe,
+        server: server_counters,
+        listeners_up: listeners_up.clone(),
+    };
+    tokio::spawn(async move {
+        let _ = axum::serve(status, crate::observe::status::router(sources)).await;
+    });
     let mut admin_settings = crate::admin::AdminSettings::new(settings.node_id);
     if let Some(file) = &settings.admin_tokens_file {
         let text =
@@ -271,20 +304,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tls_listen: settings.proxy_tls_listen,
         ..Default::default()
     };
-    let proxy = crate::proxy::Proxy::bind(proxy_settings, states)
+    let proxy = crate::proxy::Proxy::bind_observed(proxy_settings, states, observer)
         .await
         .with_context(|| format!("binding the proxy on {}", settings.proxy_listen))?;
+    listeners_up.store(true, std::sync::atomic::Ordering::Release);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let proxy_task = tokio::spawn(proxy.run(async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     }));
-
-    // Status last: `/status/ready` must not say ready before every
-    // listener is up.
-    let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
-    tokio::spawn(async move {
-        let _ = axum::serve(status, crate::observe::status::router(probe)).await;
-    });
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");

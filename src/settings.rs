@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// `read-only`); required when the admin listener is not loopback.
     #[arg(long, env = "RAFTGATE_ADMIN_TOKENS_FILE")]
     pub admin_tokens_file: Option<PathBuf>,
+    /// Access log, one JSON line per proxied request: `stdout`, `off`, or
+    /// a file path to append to [default: stdout].
+    #[arg(long, env = "RAFTGATE_ACCESS_LOG")]
+    pub access_log: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -87,6 +91,7 @@ struct FileSettings {
     learner: Option<bool>,
     snapshot_every: Option<u64>,
     admin_tokens_file: Option<PathBuf>,
+    access_log: Option<String>,
 }
 
 /// Resolved settings of one node.
@@ -107,6 +112,7 @@ pub struct Settings {
     pub learner: bool,
     pub snapshot_every: u64,
     pub admin_tokens_file: Option<PathBuf>,
+    pub access_log: crate::observe::access_log::Target,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -197,6 +203,12 @@ impl Settings {
             learner: pick!(learner).unwrap_or(false),
             snapshot_every: pick!(snapshot_every).unwrap_or(5_000).max(1),
             admin_tokens_file: pick!(admin_tokens_file),
+            access_log: match pick!(access_log) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--access-log: {e}"))?,
+                None => Default::default(),
+            },
         })
     }
 }

@@ -13,6 +13,8 @@
 //! Adding a plugin: one file in this folder implementing `Plugin` plus a
 //! `build` function, and one line in `REGISTRY`.
 
+pub mod correlation_id;
+pub mod prometheus;
 pub mod request_size_limiting;
 
 use std::collections::HashMap;
@@ -234,11 +236,23 @@ pub struct PluginSpec {
 }
 
 /// Every plugin implemented, one line each.
-pub static REGISTRY: &[PluginSpec] = &[PluginSpec {
-    name: "request-size-limiting",
-    priority: 951,
-    build: request_size_limiting::build,
-}];
+pub static REGISTRY: &[PluginSpec] = &[
+    PluginSpec {
+        name: "correlation-id",
+        priority: 100_001,
+        build: correlation_id::build,
+    },
+    PluginSpec {
+        name: "request-size-limiting",
+        priority: 951,
+        build: request_size_limiting::build,
+    },
+    PluginSpec {
+        name: "prometheus",
+        priority: 13,
+        build: prometheus::build,
+    },
+];
 
 /// A plugin entity's scope: which of route/service/consumer/group it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

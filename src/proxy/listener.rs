@@ -71,6 +71,11 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        shared
+            .observer
+            .server
+            .accepted
+            .fetch_add(1, Ordering::Relaxed);
         let permit = match shared.connections.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -107,6 +112,11 @@ async fn serve_stream(
     stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let server = shared.observer.server.clone();
+    server.handled.fetch_add(1, Ordering::Relaxed);
+    let _active = crate::observe::GaugeGuard::enter(&server.active);
+    let reading = crate::observe::GaugeGuard::enter(&server.reading);
+    let mut reading = Some(reading);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let timeout = shared.settings.header_read_timeout;
     match tls {
@@ -131,6 +141,7 @@ async fn serve_stream(
                     return;
                 }
             }
+            reading.take();
             let info = Arc::new(ConnInfo {
                 remote,
                 local_port,
@@ -151,6 +162,7 @@ async fn serve_stream(
             else {
                 return;
             };
+            reading.take();
             let sni = tls_stream.get_ref().1.server_name().map(str::to_string);
             let info = Arc::new(ConnInfo {
                 remote,

@@ -69,6 +69,8 @@ pub struct Shared {
     pub settings: ProxySettings,
     pub connections: Arc<Semaphore>,
     pub http: auto::Builder<TokioExecutor>,
+    /// Access log and connection counters (observe).
+    pub observer: Arc<crate::observe::Observer>,
     compiler: Compiler,
     certs: Arc<tls::Resolver>,
 }
@@ -109,10 +111,19 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 impl Proxy {
-    /// Binds the listeners and compiles the current state.
+    /// Binds the listeners and compiles the current state; no access log.
     pub async fn bind(
         settings: ProxySettings,
+        states: watch::Receiver<Arc<State>>,
+    ) -> std::io::Result<Proxy> {
+        Self::bind_observed(settings, states, Arc::default()).await
+    }
+
+    /// `bind`, reporting requests and connections to `observer`.
+    pub async fn bind_observed(
+        settings: ProxySettings,
         mut states: watch::Receiver<Arc<State>>,
+        observer: Arc<crate::observe::Observer>,
     ) -> std::io::Result<Proxy> {
         let certs = tls::resolver().map_err(io_error)?;
         let http = TcpListener::bind(settings.listen).await?;
@@ -128,6 +139,7 @@ impl Proxy {
             connections: Arc::new(Semaphore::new(connection_limit(&settings) as usize)),
             http: auto::Builder::new(TokioExecutor::new()),
             settings,
+            observer,
             compiler: Compiler::default(),
             certs,
         };

@@ -15,6 +15,9 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::listener::ConnInfo;
 use super::{websocket, Shared};
+use crate::observe::access_log::Entry;
+use crate::observe::{count_request_body, Observed, RequestFacts};
+use crate::plugins::correlation_id::CorrelationIdValue;
 use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
@@ -38,6 +41,20 @@ pub async fn handle(
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let path = router::normalize_path(parts.uri.path()).into_owned();
+    // What the log phase reports. The path is logged without its query
+    // string, and no header is: either may carry credentials.
+    shared
+        .observer
+        .server
+        .total_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut log_entry = Entry {
+        client_ip: Some(conn.remote.ip().to_string()),
+        method: parts.method.as_str().to_string(),
+        path: path.clone(),
+        ..Entry::default()
+    };
+    let mut facts = RequestFacts::new(start);
 
     // 1. Route.
     let found = snap.router.find(&RequestParts {
@@ -49,18 +66,18 @@ pub async fn handle(
         tls: conn.tls,
     });
     let Some(found) = found else {
-        return Ok(own(
+        let resp = own(
             start,
             Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
-        ));
+        );
+        return Ok(observed(&shared, resp, log_entry, facts));
     };
     let route = &found.route;
+    facts.route = Some(route.name.clone().unwrap_or_else(|| route.id.to_string()));
     let scheme = if conn.tls { "https" } else { "http" };
     if !conn.tls && !router::accepts_plain(route) {
-        return Ok(own(
-            start,
-            wrong_protocol(route, host.as_deref(), &parts.uri),
-        ));
+        let resp = own(start, wrong_protocol(route, host.as_deref(), &parts.uri));
+        return Ok(observed(&shared, resp, log_entry, facts));
     }
     let Some(entry) = route
         .service
@@ -68,11 +85,19 @@ pub async fn handle(
         .and_then(|s| snap.services.get(&s.id))
         .cloned()
     else {
-        return Ok(own(
+        let resp = own(
             start,
             Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
-        ));
+        );
+        return Ok(observed(&shared, resp, log_entry, facts));
     };
+    facts.service = Some(
+        entry
+            .service
+            .name
+            .clone()
+            .unwrap_or_else(|| entry.service.id.to_string()),
+    );
 
     // 2. Plugins, access phase, in priority order; a consumer found by an
     //    auth plugin changes which instance of the later plugins applies.
@@ -91,10 +116,13 @@ pub async fn handle(
         let answer = plugin.access(&mut ctx, &mut parts);
         ran.push(plugin);
         if let Some(reply) = answer {
-            return Ok(own_filtered(start, reply, ran, ctx));
+            return Ok(own_filtered(
+                start, reply, ran, ctx, &shared, log_entry, facts,
+            ));
         }
     }
-    let mut body: Body = body.map_err(|e| Box::new(e) as _).boxed();
+    let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
+    let mut body = count_request_body(body, facts.bytes_in.clone());
     for plugin in &ran {
         body = plugin.request_body(&ctx, body);
     }
@@ -144,6 +172,12 @@ pub async fn handle(
 
     // 4. Forward.
     let proxy_latency = start.elapsed();
+    facts.kong_latency = proxy_latency;
+    facts.upstream_addr = Some(match &entry.balancer {
+        None => entry.static_addr.clone(),
+        // The target picked is the balancer's business; name the upstream.
+        Some(_) => entry.service.host.clone(),
+    });
     let sent = Instant::now();
     let (mut resp, in_flight) = match forward::send(&entry, &head, body, &hash).await {
         Ok(r) => r,
@@ -158,10 +192,15 @@ pub async fn handle(
                 ForwardError::Bad => Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY),
                 ForwardError::Rejected(reply) => reply,
             };
-            return Ok(own_filtered(start, reply, ran, ctx));
+            facts.upstream_latency = Some(sent.elapsed());
+            return Ok(own_filtered(
+                start, reply, ran, ctx, &shared, log_entry, facts,
+            ));
         }
     };
     let upstream_latency = sent.elapsed();
+    facts.upstream_latency = Some(upstream_latency);
+    facts.source = "service";
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_side)) = (switching, upgrade) {
         websocket::tunnel(client_side, &mut resp);
@@ -188,8 +227,11 @@ pub async fn handle(
         body = plugin.response_body(&ctx, body);
     }
     // 6. Log, once the body is over.
+    describe(&ctx, &mut log_entry, &shared);
+    ctx.extensions.insert(facts.clone());
     let body = Logged::wrap(body, ran, ctx, rparts.status);
-    Ok(Response::from_parts(rparts, body))
+    let resp = Response::from_parts(rparts, body);
+    Ok(observed(&shared, resp, log_entry, facts))
 }
 
 /// 426 (or Kong's redirect) for a route that wants HTTPS.
@@ -227,7 +269,15 @@ fn own_filtered(
     reply: Reply,
     ran: Vec<Arc<dyn Plugin>>,
     mut ctx: RequestCtx,
+    shared: &Shared,
+    mut log_entry: Entry,
+    mut facts: RequestFacts,
 ) -> Response<Body> {
+    if facts.upstream_latency.is_none() {
+        facts.kong_latency = start.elapsed();
+    }
+    describe(&ctx, &mut log_entry, shared);
+    ctx.extensions.insert(facts.clone());
     let (mut parts, mut body) = own(start, reply).into_parts();
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut parts);
@@ -236,5 +286,42 @@ fn own_filtered(
         body = plugin.response_body(&ctx, body);
     }
     let body = Logged::wrap(body, ran, ctx, parts.status);
+    observed(shared, Response::from_parts(parts, body), log_entry, facts)
+}
+
+/// Fills what the plugins learned into the access log entry: the
+/// consumer's name and the correlation id, when there are.
+fn describe(ctx: &RequestCtx, log_entry: &mut Entry, shared: &Shared) {
+    log_entry.consumer = ctx
+        .consumer
+        .as_ref()
+        .map(|c| c.username.clone().unwrap_or_else(|| c.id.to_string()));
+    if let Some(CorrelationIdValue(v)) = ctx.extensions.get::<CorrelationIdValue>() {
+        log_entry.request_id = String::from_utf8_lossy(v.as_bytes()).into_owned();
+    }
+    if log_entry.request_id.is_empty() {
+        log_entry.request_id = shared.observer.request_id();
+    }
+}
+
+/// The response, with its body wrapped so that the access log line is
+/// written (and the request counted done) once it is over.
+fn observed(
+    shared: &Shared,
+    resp: Response<Body>,
+    mut log_entry: Entry,
+    mut facts: RequestFacts,
+) -> Response<Body> {
+    if log_entry.request_id.is_empty() {
+        log_entry.request_id = shared.observer.request_id();
+    }
+    if facts.upstream_latency.is_none() && facts.kong_latency.is_zero() {
+        facts.kong_latency = facts.start.elapsed();
+    }
+    log_entry.route = facts.route.clone();
+    log_entry.service = facts.service.clone();
+    log_entry.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = Observed::wrap(body, shared.observer.clone(), log_entry, facts);
     Response::from_parts(parts, body)
 }

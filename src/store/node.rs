@@ -58,6 +58,23 @@ pub struct JoinRequest {
     pub learner: bool,
 }
 
+/// Raft's numbers as this node sees them (see `Store::raft_stats`).
+#[derive(Clone, Debug, Default)]
+pub struct RaftStats {
+    pub node_id: NodeId,
+    /// leader | follower | candidate | learner | shutdown
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub committed_index: u64,
+    pub last_applied_index: u64,
+    /// On the leader: entries each peer is behind the leader's last log.
+    pub replication_lag: Vec<(NodeId, u64)>,
+    pub snapshot_index: u64,
+    pub snapshot_size_bytes: u64,
+}
+
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -68,6 +85,10 @@ struct Inner {
     raft: Raft,
     client: ClusterClient,
     applied: watch::Receiver<Applied>,
+    /// Kept to read the stored snapshot's size for metrics.
+    db: sled::Db,
+    /// When a leader's append (or heartbeat) last reached this node.
+    leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn raft_config(snapshot_every: u64) -> Config {
@@ -100,6 +121,7 @@ impl Store {
             .map_err(io::Error::other)?
             .map_err(io::Error::other)?;
         let log = LogStore::open(&db)?;
+        let db_handle = db.clone();
         let sm = StateMachine::open(&db)?;
         let applied = sm.subscribe();
         let client = ClusterClient::new(config.secret.clone(), config.source_ip);
@@ -123,6 +145,8 @@ impl Store {
                 raft,
                 client,
                 applied,
+                db: db_handle,
+                leader_contact: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -388,6 +412,89 @@ impl Store {
             metrics.cluster_committed.as_ref().map(|l| l.index),
         );
         member && applied >= committed && applied.is_some()
+    }
+
+    /// Records that a leader's append entries reached this node.
+    pub fn note_leader_contact(&self) {
+        let mut at = self
+            .inner
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *at = Some(std::time::Instant::now());
+    }
+
+    /// Raft's numbers for the metrics exporter (cheap; read at scrape time).
+    /// `leader` is the leader only while it is heard from: with pre-vote a
+    /// cut-off follower keeps its term and its last leader forever, which
+    /// would hide that it has none.
+    pub fn raft_stats(&self) -> RaftStats {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        // A few election timeouts (150-300 ms) without contact.
+        const STALE_MS: u128 = 1_000;
+        // The plain number is simpler than the instant type it is
+        // deprecated for, and means the same.
+        #[allow(deprecated)]
+        let acked_ms = m.millis_since_quorum_ack;
+        let leader = match m.state {
+            ServerState::Leader => acked_ms
+                .filter(|ms| u128::from(*ms) < STALE_MS)
+                .map(|_| m.id),
+            _ => {
+                let at = *self
+                    .inner
+                    .leader_contact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                m.current_leader
+                    .filter(|_| at.is_some_and(|t| t.elapsed().as_millis() < STALE_MS))
+            }
+        };
+        let last_log = m.last_log_index.unwrap_or(0);
+        let replication_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != m.id)
+                    .map(|(id, log)| {
+                        (
+                            *id,
+                            last_log.saturating_sub(log.as_ref().map_or(0, |l| l.index)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let snapshot_size_bytes = self
+            .inner
+            .db
+            .open_tree("sm_snapshot")
+            .ok()
+            .and_then(|t| t.get(b"snapshot_data").ok().flatten())
+            .map_or(0, |v| v.len() as u64);
+        RaftStats {
+            node_id: m.id,
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            leader,
+            term: m.current_term,
+            last_log_index: last_log,
+            committed_index: std::cmp::max(
+                m.local_committed.as_ref().map(|l| l.index),
+                m.cluster_committed.as_ref().map(|l| l.index),
+            )
+            .unwrap_or(0),
+            last_applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
+            replication_lag,
+            snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
+            snapshot_size_bytes,
+        }
     }
 
     /// This node's view of the cluster, for `GET /cluster` and status.

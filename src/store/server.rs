@@ -122,7 +122,14 @@ async fn dispatch(
 ) -> std::io::Result<Response<Full<Bytes>>> {
     let raft = store.raft();
     Ok(match path {
-        "/raft/append" => encoded(&raft.append_entries(parse(body)?).await),
+        "/raft/append" => {
+            let resp = raft.append_entries(parse(body)?).await;
+            if matches!(&resp, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+            {
+                store.note_leader_contact();
+            }
+            encoded(&resp)
+        }
         "/raft/vote" => encoded(&raft.vote(parse(body)?).await),
         "/raft/pre-vote" => encoded(&raft.pre_vote(parse(body)?).await),
         "/raft/snapshot" => {
