@@ -13,7 +13,12 @@
 //! Adding a plugin: one file in this folder implementing `Plugin` plus a
 //! `build` function, and one line in `REGISTRY`.
 
+pub mod acl;
+pub mod auth_common;
+pub mod jwt;
+pub mod key_auth;
 pub mod request_size_limiting;
+pub mod revocations;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -234,11 +239,28 @@ pub struct PluginSpec {
 }
 
 /// Every plugin implemented, one line each.
-pub static REGISTRY: &[PluginSpec] = &[PluginSpec {
-    name: "request-size-limiting",
-    priority: 951,
-    build: request_size_limiting::build,
-}];
+pub static REGISTRY: &[PluginSpec] = &[
+    PluginSpec {
+        name: "request-size-limiting",
+        priority: 951,
+        build: request_size_limiting::build,
+    },
+    PluginSpec {
+        name: "jwt",
+        priority: 1450,
+        build: jwt::build,
+    },
+    PluginSpec {
+        name: "key-auth",
+        priority: 1250,
+        build: key_auth::build,
+    },
+    PluginSpec {
+        name: "acl",
+        priority: 950,
+        build: acl::build,
+    },
+];
 
 /// A plugin entity's scope: which of route/service/consumer/group it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
