@@ -121,6 +121,15 @@ fn admin(c: &Cluster, node: u64, path: &str, body: Value) -> Value {
     answer
 }
 
+/// Waits until node `id`'s proxy accepts connections. (`/status/ready`
+/// can answer 200 a moment before the proxy listener is bound.)
+fn wait_proxy(c: &Cluster, id: u64) {
+    let addr = format!("127.0.0.1:{}", c.node(id).proxy);
+    eventually("proxy listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+}
+
 /// Waits until `check` holds, or fails with `what`.
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -743,6 +752,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
     }
     c.restart(2);
     c.wait_ready_all(Duration::from_secs(30));
+    wait_proxy(&c, 2);
     assert!(revoked(&c, 2, "m4"), "node 2 serves m4 once ready again");
     assert!(!revoked(&c, 2, "m5"));
 
@@ -755,6 +765,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
     }
     c.wait_ready_all(Duration::from_secs(30));
     for node in 1..=3 {
+        wait_proxy(&c, node);
         for name in ["m1", "m2", "m3", "m4", "old"] {
             assert!(
                 revoked(&c, node, name),
