@@ -115,10 +115,11 @@ impl KeyAuth {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return Err("No API key found in request");
         };
-        let found = self
-            .state
-            .consumer_by_api_key(&key)
-            .filter(|(c, _)| c.ttl.is_none_or(|ttl| c.created_at + ttl as i64 > now()));
+        let found = self.state.consumer_by_api_key(&key).filter(|(c, _)| {
+            c.ttl.is_none_or(|ttl| {
+                c.created_at.saturating_add(ttl.min(i64::MAX as u64) as i64) > now()
+            })
+        });
         let Some((cred, consumer)) = found else {
             return Err("Unauthorized");
         };
