@@ -12,5 +12,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# tests/auth.rs signs JWTs with an independent implementation (PyJWT).
+python3 -c "import jwt, cryptography" 2>/dev/null \
+  || python3 -m pip install --quiet pyjwt cryptography \
+  || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
+
 cargo build --all-targets --locked 2>/dev/null || cargo build --all-targets
 cargo test --all-targets -- --test-threads 2

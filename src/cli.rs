@@ -53,6 +53,8 @@ pub enum Commands {
         #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", global = true)]
         token: Option<String>,
     },
+    /// Revoke JWTs on every node (by jti, token, consumer or credential).
+    Revoke(crate::cli_revoke::RevokeArgs),
     /// Inspect or change the cluster's membership.
     Cluster {
         #[command(subcommand)]
@@ -95,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::demo::serve_echo(listen, name).await?;
             Ok(())
         }
+        Commands::Revoke(args) => crate::cli_revoke::run(args).await,
         Commands::Cluster {
             action,
             admin,

@@ -9,6 +9,7 @@ pub mod blocking;
 pub mod cli;
 pub mod cli_admin;
 pub mod cli_config;
+pub mod cli_revoke;
 pub mod demo;
 pub mod model;
 pub mod observe;

@@ -114,4 +114,5 @@ fn main() {
         );
     }
     let _ = upstream.kill();
+    let _ = upstream.wait();
 }

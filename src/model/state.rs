@@ -457,6 +457,40 @@ impl State {
         self.db.tables.get(&kind).map_or(0, |t| t.len())
     }
 
+    /// Whether `self` and `other` share the very same table of `kind`
+    /// (nothing of that kind changed between them). O(1): lets a compiled
+    /// index of one kind outlive config changes that did not touch it.
+    pub fn same_table(&self, other: &State, kind: EntityKind) -> bool {
+        match (self.db.tables.get(&kind), other.db.tables.get(&kind)) {
+            (Some(a), Some(b)) => a.ptr_eq(b),
+            (None, None) => true,
+            (Some(t), None) | (None, Some(t)) => t.is_empty(),
+        }
+    }
+
+    /// The entities of `kind` that differ between `older` and `self`, as
+    /// (before, after) pairs; subtrees the two states share are skipped,
+    /// so the cost follows the number of changes, not the table's size.
+    #[allow(clippy::type_complexity)]
+    pub fn changes_since(
+        &self,
+        older: &State,
+        kind: EntityKind,
+    ) -> Vec<(Option<Arc<Entity>>, Option<Arc<Entity>>)> {
+        let empty = OrdMap::new();
+        let old = older.db.tables.get(&kind).unwrap_or(&empty);
+        let new = self.db.tables.get(&kind).unwrap_or(&empty);
+        old.diff(new)
+            .map(|item| match item {
+                imbl::ordmap::DiffItem::Add(_, v) => (None, Some(v.clone())),
+                imbl::ordmap::DiffItem::Update { old, new } => {
+                    (Some(old.1.clone()), Some(new.1.clone()))
+                }
+                imbl::ordmap::DiffItem::Remove(_, v) => (Some(v.clone()), None),
+            })
+            .collect()
+    }
+
     /// Bumped by every applied change; names the configuration a node runs.
     pub fn version(&self) -> u64 {
         self.version

@@ -13,9 +13,14 @@
 //! Adding a plugin: one file in this folder implementing `Plugin` plus a
 //! `build` function, and one line in `REGISTRY`.
 
+pub mod acl;
+pub mod auth_common;
 pub mod correlation_id;
+pub mod jwt;
+pub mod key_auth;
 pub mod prometheus;
 pub mod request_size_limiting;
+pub mod revocations;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -251,6 +256,21 @@ pub static REGISTRY: &[PluginSpec] = &[
         name: "prometheus",
         priority: 13,
         build: prometheus::build,
+    },
+    PluginSpec {
+        name: "jwt",
+        priority: 1450,
+        build: jwt::build,
+    },
+    PluginSpec {
+        name: "key-auth",
+        priority: 1250,
+        build: key_auth::build,
+    },
+    PluginSpec {
+        name: "acl",
+        priority: 950,
+        build: acl::build,
     },
 ];
 
