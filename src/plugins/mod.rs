@@ -13,7 +13,11 @@
 //! Adding a plugin: one file in this folder implementing `Plugin` plus a
 //! `build` function, and one line in `REGISTRY`.
 
+pub mod cors;
+pub mod ip_restriction;
 pub mod request_size_limiting;
+pub mod request_transformer;
+pub mod response_transformer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -234,11 +238,33 @@ pub struct PluginSpec {
 }
 
 /// Every plugin implemented, one line each.
-pub static REGISTRY: &[PluginSpec] = &[PluginSpec {
-    name: "request-size-limiting",
-    priority: 951,
-    build: request_size_limiting::build,
-}];
+pub static REGISTRY: &[PluginSpec] = &[
+    PluginSpec {
+        name: "cors",
+        priority: 2000,
+        build: cors::build,
+    },
+    PluginSpec {
+        name: "ip-restriction",
+        priority: 990,
+        build: ip_restriction::build,
+    },
+    PluginSpec {
+        name: "request-size-limiting",
+        priority: 951,
+        build: request_size_limiting::build,
+    },
+    PluginSpec {
+        name: "request-transformer",
+        priority: 801,
+        build: request_transformer::build,
+    },
+    PluginSpec {
+        name: "response-transformer",
+        priority: 800,
+        build: response_transformer::build,
+    },
+];
 
 /// A plugin entity's scope: which of route/service/consumer/group it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -15,6 +15,7 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::listener::ConnInfo;
 use super::{websocket, Shared};
+use crate::plugins::request_transformer::UpstreamPath;
 use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
@@ -105,6 +106,11 @@ pub async fn handle(
     } else {
         &path
     };
+    // request-transformer's replace.uri takes the place of the routed path.
+    let rest = ctx
+        .extensions
+        .get::<UpstreamPath>()
+        .map_or(rest, |p| p.0.as_str());
     let mut path_and_query = forward::join_path(entry.service.path.as_deref(), rest);
     if let Some(q) = parts.uri.query() {
         path_and_query.push('?');
