@@ -247,3 +247,132 @@ async fn response_transformer_headers_and_json() {
         json!({"verb": "GET", "uri": "hidden", "n": 42, "ok": true, "body": ["", "more"]})
     );
 }
+
+/// Three services (fast echo, slow, failing) and an aggregate route over
+/// them with the given per-backend (key, service, path, timeout, required).
+fn aggregate_state(addrs: [&SocketAddr; 3], backends: Value) -> raftgate::model::State {
+    aggregate_state_mode(addrs, "nested", backends)
+}
+
+fn aggregate_state_mode(
+    addrs: [&SocketAddr; 3],
+    mode: &str,
+    backends: Value,
+) -> raftgate::model::State {
+    let mut e = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        e.extend(service_and_route(
+            i as u128 + 1,
+            i as u128 + 11,
+            &a.to_string(),
+            json!({"paths": [format!("/direct{i}")]}),
+        ));
+    }
+    e.push((
+        "routes",
+        json!({"id": id(20), "service": {"id": id(1)}, "paths": ["~/agg/(?P<id>\\d+)$"],
+               "aggregate": {"mode": mode, "backends": backends}}),
+    ));
+    state(&e)
+}
+
+#[tokio::test]
+async fn aggregate_answers_with_what_arrived() {
+    let (a, b, c) = (
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+    );
+    let s = aggregate_state(
+        [&a.addr, &b.addr, &c.addr],
+        json!([
+            {"key": "user", "service": {"id": id(1)}, "path": "/users/{id}"},
+            {"key": "slow", "service": {"id": id(2)}, "path": "/sleep/2000", "timeout": 150},
+            {"key": "bad", "service": {"id": id(3)}, "path": "/status/500"}
+        ]),
+    );
+    let p = start(s).await;
+    let t = std::time::Instant::now();
+    let r = get(&client(), p.http, "/agg/42?x=1", &[]).await;
+    assert!(t.elapsed() < std::time::Duration::from_millis(1500));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.header("x-aggregate-missing"), Some("slow,bad"));
+    let v = r.json();
+    assert_eq!(v["user"]["name"], "a");
+    assert_eq!(v["user"]["uri"], "/users/42?x=1");
+    assert_eq!(v["_missing"], json!(["slow", "bad"]));
+}
+
+#[tokio::test]
+async fn aggregate_merge_mode_and_failures() {
+    let (a, b, c) = (
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+    );
+    let addrs = [&a.addr, &b.addr, &c.addr];
+    let cl = client();
+    // All failing: 502.
+    let p = start(aggregate_state(
+        addrs,
+        json!([
+            {"key": "slow", "service": {"id": id(2)}, "path": "/sleep/2000", "timeout": 100},
+            {"key": "bad", "service": {"id": id(3)}, "path": "/status/503"}
+        ]),
+    ))
+    .await;
+    let r = get(&cl, p.http, "/agg/1", &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-aggregate-missing"), Some("slow,bad"));
+    // A required part timing out: 504, even though another arrived.
+    let p = start(aggregate_state(
+        addrs,
+        json!([
+            {"key": "user", "service": {"id": id(1)}, "path": "/u"},
+            {"key": "slow", "service": {"id": id(2)}, "path": "/sleep/2000", "timeout": 100,
+             "required": true}
+        ]),
+    ))
+    .await;
+    assert_eq!(get(&cl, p.http, "/agg/1", &[]).await.status, 504);
+    // Merge mode: objects side by side at the top level.
+    let p = start(aggregate_state_mode(
+        addrs,
+        "merge",
+        json!([
+            {"key": "one", "service": {"id": id(1)}, "path": "/one/{id}"},
+            {"key": "two", "service": {"id": id(2)}, "path": "/sleep/10"}
+        ]),
+    ))
+    .await;
+    let r = get(&cl, p.http, "/agg/7", &[]).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    // Both echo bodies merged: the later backend's fields win.
+    assert_eq!(v["name"], "b");
+    assert!(v.get("_missing").is_none());
+}
+
+#[tokio::test]
+async fn aggregate_runs_access_plugins_once_before_fan_out() {
+    let (a, b, c) = (
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+    );
+    let mut s = aggregate_state(
+        [&a.addr, &b.addr, &c.addr],
+        json!([{"key": "user", "service": {"id": id(1)}, "path": "/u"}]),
+    );
+    apply(
+        &mut s,
+        &[(
+            "plugins",
+            json!({"id": id(30), "name": "ip-restriction", "route": {"id": id(20)},
+                   "config": {"deny": ["127.0.0.1"]}}),
+        )],
+    );
+    let p = start(s).await;
+    let r = get(&client(), p.http, "/agg/1", &[]).await;
+    assert_eq!(r.status, 403);
+}

@@ -14,7 +14,7 @@ use super::balancer::HashInput;
 use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::listener::ConnInfo;
-use super::{websocket, Shared};
+use super::{aggregate, websocket, Shared};
 use crate::plugins::request_transformer::UpstreamPath;
 use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
@@ -147,6 +147,13 @@ pub async fn handle(
         ip: ctx.client_ip,
         headers: &head.headers,
     };
+
+    // 3b. An aggregate route fans out instead (access phase already ran once).
+    if let Some(agg) = &route.aggregate {
+        let params = aggregate::path_params(route, &path);
+        let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
+        return Ok(own_filtered(start, reply, ran, ctx));
+    }
 
     // 4. Forward.
     let proxy_latency = start.elapsed();
