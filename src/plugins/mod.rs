@@ -16,10 +16,14 @@
 pub mod acl;
 pub mod auth_common;
 pub mod correlation_id;
+pub mod cors;
+pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod prometheus;
 pub mod request_size_limiting;
+pub mod request_transformer;
+pub mod response_transformer;
 pub mod revocations;
 
 use std::collections::HashMap;
@@ -248,6 +252,16 @@ pub static REGISTRY: &[PluginSpec] = &[
         build: correlation_id::build,
     },
     PluginSpec {
+        name: "cors",
+        priority: 2000,
+        build: cors::build,
+    },
+    PluginSpec {
+        name: "ip-restriction",
+        priority: 990,
+        build: ip_restriction::build,
+    },
+    PluginSpec {
         name: "request-size-limiting",
         priority: 951,
         build: request_size_limiting::build,
@@ -271,6 +285,16 @@ pub static REGISTRY: &[PluginSpec] = &[
         name: "acl",
         priority: 950,
         build: acl::build,
+    },
+    PluginSpec {
+        name: "request-transformer",
+        priority: 801,
+        build: request_transformer::build,
+    },
+    PluginSpec {
+        name: "response-transformer",
+        priority: 800,
+        build: response_transformer::build,
     },
 ];
 

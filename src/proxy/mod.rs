@@ -7,6 +7,7 @@
 //! `Proxy::bind` then `Proxy::run` (or `serve`, both in one) is what the
 //! node's main calls.
 
+pub mod aggregate;
 pub mod balancer;
 pub mod connector;
 pub mod errors;

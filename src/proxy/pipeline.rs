@@ -14,10 +14,11 @@ use super::balancer::HashInput;
 use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::listener::ConnInfo;
-use super::{websocket, Shared};
+use super::{aggregate, websocket, Shared};
 use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
 use crate::plugins::correlation_id::CorrelationIdValue;
+use crate::plugins::request_transformer::UpstreamPath;
 use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
@@ -133,6 +134,11 @@ pub async fn handle(
     } else {
         &path
     };
+    // request-transformer's replace.uri takes the place of the routed path.
+    let rest = ctx
+        .extensions
+        .get::<UpstreamPath>()
+        .map_or(rest, |p| p.0.as_str());
     let mut path_and_query = forward::join_path(entry.service.path.as_deref(), rest);
     if let Some(q) = parts.uri.query() {
         path_and_query.push('?');
@@ -169,6 +175,13 @@ pub async fn handle(
         ip: ctx.client_ip,
         headers: &head.headers,
     };
+
+    // 3b. An aggregate route fans out instead (access phase already ran once).
+    if let Some(agg) = &route.aggregate {
+        let params = aggregate::path_params(route, &path);
+        let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
+        return Ok(own_filtered(start, reply, ran, ctx, &shared, log_entry, facts));
+    }
 
     // 4. Forward.
     let proxy_latency = start.elapsed();
