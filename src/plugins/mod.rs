@@ -13,6 +13,7 @@
 //! Adding a plugin: one file in this folder implementing `Plugin` plus a
 //! `build` function, and one line in `REGISTRY`.
 
+pub mod rate_limiting;
 pub mod request_size_limiting;
 
 use std::collections::HashMap;
@@ -234,11 +235,18 @@ pub struct PluginSpec {
 }
 
 /// Every plugin implemented, one line each.
-pub static REGISTRY: &[PluginSpec] = &[PluginSpec {
-    name: "request-size-limiting",
-    priority: 951,
-    build: request_size_limiting::build,
-}];
+pub static REGISTRY: &[PluginSpec] = &[
+    PluginSpec {
+        name: "request-size-limiting",
+        priority: 951,
+        build: request_size_limiting::build,
+    },
+    PluginSpec {
+        name: "rate-limiting",
+        priority: 910,
+        build: rate_limiting::build,
+    },
+];
 
 /// A plugin entity's scope: which of route/service/consumer/group it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
