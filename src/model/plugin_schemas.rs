@@ -132,8 +132,13 @@ const RATE_LIMITING: &[Field] = &[
     f("header_name", Ty::Str, "null"),
     f("path", Ty::Str, "null"),
     // Checked by `rate_limiting_rules`, to explain why "redis" is refused.
-    f("policy", Ty::Str, r#""local""#),
+    // raftgate: "cluster" (counters shared by gossip) is the default; on a
+    // one-node cluster it counts exactly as "local".
+    f("policy", Ty::Str, r#""cluster""#),
     f("fault_tolerant", Ty::Bool, "true"),
+    // raftgate-only: while some peer is silent, keep deciding with the
+    // last counts heard (true) or keep to this node's share (false).
+    f("fail_open", Ty::Bool, "false"),
     f("hide_client_headers", Ty::Bool, "false"),
     f("error_code", NUMBER, "429"),
     f("error_message", Ty::Str, r#""API rate limit exceeded""#),

@@ -21,6 +21,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod prometheus;
+pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_transformer;
 pub mod response_transformer;
@@ -295,6 +296,11 @@ pub static REGISTRY: &[PluginSpec] = &[
         name: "response-transformer",
         priority: 800,
         build: response_transformer::build,
+    },
+    PluginSpec {
+        name: "rate-limiting",
+        priority: 910,
+        build: rate_limiting::build,
     },
 ];
 

@@ -180,7 +180,9 @@ pub async fn handle(
     if let Some(agg) = &route.aggregate {
         let params = aggregate::path_params(route, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
-        return Ok(own_filtered(start, reply, ran, ctx, &shared, log_entry, facts));
+        return Ok(own_filtered(
+            start, reply, ran, ctx, &shared, log_entry, facts,
+        ));
     }
 
     // 4. Forward.
