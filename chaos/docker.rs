@@ -72,6 +72,9 @@ pub fn reconnect(container: &str, id: u64) {
     );
 }
 
+/// The loss rate the scenarios use.
+pub const LOSS: f64 = 0.10;
+
 /// Sets (Some) or clears (None) random loss on a container's inbound
 /// packets.
 pub fn set_loss(container: &str, loss: Option<f64>) {
@@ -103,11 +106,7 @@ pub fn set_loss(container: &str, loss: Option<f64>) {
     };
     match loss {
         Some(p) => rule("-I", p),
-        None => {
-            // Remove every rule we may have added.
-            for p in [0.10] {
-                rule("-D", p);
-            }
-        }
+        // The scenarios only ever add 10% loss.
+        None => rule("-D", LOSS),
     }
 }

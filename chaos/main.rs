@@ -446,7 +446,7 @@ fn run_scenario(name: &str, backend: Backend) -> Outcome {
             h.restore_links();
         }
         "loss" => {
-            h.degrade_links(0.10, Duration::ZERO);
+            h.degrade_links(docker::LOSS, Duration::ZERO);
             std::thread::sleep(Duration::from_secs(30));
             h.restore_links();
         }
