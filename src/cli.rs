@@ -183,8 +183,9 @@ fn spawn_gossip(store: &Store, limiter: Arc<crate::ratelimit::RateLimiter>) {
             let client = client.clone();
             async move {
                 client
-                    .post_raw(&addr, GOSSIP_PATH, body, Duration::from_secs(1))
+                    .post(&addr, GOSSIP_PATH, body, Duration::from_secs(1))
                     .await
+                    .map(|_| ())
                     .map_err(|e| e.to_string())
             }
         },

@@ -47,59 +47,20 @@ impl ClusterClient {
         Self { http, secret }
     }
 
-    /// POSTs an opaque, already encoded body (rate-limit gossip); only the
-    /// status of the answer matters.
-    pub async fn post_raw(
+    /// POSTs a signed body to `http://{addr}{path}`; answers the body of a
+    /// 2xx answer, any other status as `CallError::Status`.
+    pub async fn post(
         &self,
         addr: &str,
         path: &str,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<(), CallError> {
-        let signature = self.secret.sign("POST", path, &body);
-        let request = hyper::Request::post(format!("http://{addr}{path}"))
-            .header(AUTH_HEADER, signature)
-            .body(Full::new(body))
-            .map_err(|e| CallError::Network(e.to_string()))?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::Unreachable(e.to_string())
-                } else {
-                    CallError::Network(e.to_string())
-                }
-            })?;
-            let status = response.status();
-            let _ = response.into_body().collect().await;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(CallError::Status(status.as_u16(), String::new()))
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| CallError::Network(format!("timed out after {timeout:?}")))?
-    }
-
-    /// POSTs `req` to `http://{addr}{path}` and decodes the answer.
-    pub async fn call<Req, Resp>(
-        &self,
-        addr: &str,
-        path: &str,
-        req: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, CallError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-    {
-        let body = encode(req).map_err(|e| CallError::Network(e.to_string()))?;
+    ) -> Result<Bytes, CallError> {
         let signature = self.secret.sign("POST", path, &body);
         let request = hyper::Request::post(format!("http://{addr}{path}"))
             .header(AUTH_HEADER, signature)
             .header("content-type", "application/x-raftgate")
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| CallError::Network(e.to_string()))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| {
@@ -122,10 +83,27 @@ impl ClusterClient {
                     String::from_utf8_lossy(&bytes).into_owned(),
                 ));
             }
-            decode(&bytes).map_err(|e| CallError::Network(e.to_string()))
+            Ok(bytes)
         };
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| CallError::Network(format!("timed out after {timeout:?}")))?
+    }
+
+    /// POSTs `req` to `http://{addr}{path}` and decodes the answer.
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| CallError::Network(e.to_string()))?;
+        let bytes = self.post(addr, path, Bytes::from(body), timeout).await?;
+        decode(&bytes).map_err(|e| CallError::Network(e.to_string()))
     }
 }
