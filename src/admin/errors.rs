@@ -35,6 +35,17 @@ impl AdminError {
         AdminError::Apply(ApplyError::NotFound)
     }
 
+    /// True for the answers a node lagging behind the leader could give
+    /// wrongly: an entity or a reference not found, a name seemingly free.
+    pub fn may_come_from_lag(&self) -> bool {
+        matches!(
+            self,
+            AdminError::Apply(
+                ApplyError::NotFound | ApplyError::ForeignKey { .. } | ApplyError::Unique { .. }
+            )
+        )
+    }
+
     pub fn message(status: StatusCode, message: impl Into<String>) -> Self {
         AdminError::Message(status, message.into())
     }

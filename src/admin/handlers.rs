@@ -118,7 +118,7 @@ pub async fn dispatch<B: Backend>(app: App<B>, op: Op, request: Request) -> Resp
         parts,
         bytes,
     };
-    let response = match run(ctx, op).await {
+    let response = match run(&ctx, op).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
@@ -127,12 +127,27 @@ pub async fn dispatch<B: Backend>(app: App<B>, op: Op, request: Request) -> Resp
     response
 }
 
-async fn run<B: Backend>(ctx: Ctx<B>, op: Op) -> Result<Response, AdminError> {
+async fn run<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Response, AdminError> {
     if ctx.method == Method::GET
         && ctx.query.get("consistency").map(String::as_str) == Some("linearizable")
     {
         ctx.app.backend.linearizable_barrier().await?;
     }
+    let answer = perform(ctx, op).await;
+    // A write resolves names and foreign keys in this node's applied state,
+    // which may not yet hold a write just acknowledged by another node. When
+    // a write misses, catch up with the leader and try once more, so a
+    // client spreading its calls over the nodes reads its own writes.
+    match answer {
+        Err(e) if op.is_write() && e.may_come_from_lag() => {
+            ctx.app.backend.linearizable_barrier().await?;
+            perform(ctx, op).await
+        }
+        answer => answer,
+    }
+}
+
+async fn perform<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Response, AdminError> {
     match op {
         Op::List(scope) => list(&ctx, scope),
         Op::Get(scope) => get(&ctx, scope),
@@ -287,13 +302,21 @@ async fn commit<B: Backend>(
 }
 
 async fn delete<B: Backend>(ctx: &Ctx<B>, scope: Scope) -> Result<Response, AdminError> {
-    let state = ctx.app.backend.state();
-    let parent = ctx.parent(&state, scope)?;
+    let target = |state: &State| -> Result<Option<Uuid>, AdminError> {
+        let parent = ctx.parent(state, scope)?;
+        Ok(find(state, scope.kind, ctx.param("id"), parent).map(|e| e.id()))
+    };
+    let mut id = target(&ctx.app.backend.state())?;
+    if id.is_none() {
+        // Not here yet is not the same as gone: ask the leader first.
+        ctx.app.backend.linearizable_barrier().await?;
+        id = target(&ctx.app.backend.state())?;
+    }
     // Kong answers 204 whether or not the entity existed.
-    if let Some(entity) = find(&state, scope.kind, ctx.param("id"), parent) {
+    if let Some(id) = id {
         let command = Command::Delete {
             kind: scope.kind,
-            id: entity.id(),
+            id,
         };
         match ctx.app.backend.write(command).await {
             Ok(_) | Err(super::WriteError::Rejected(crate::model::ApplyError::NotFound)) => {}

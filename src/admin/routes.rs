@@ -52,6 +52,21 @@ pub enum Op {
     OpenApi,
 }
 
+impl Op {
+    /// True for the operations that change the configuration through a
+    /// resolved entity (and so depend on how fresh the local state is).
+    pub fn is_write(self) -> bool {
+        match self {
+            Op::Create(_) | Op::Put(_) | Op::Patch(_) | Op::Delete(_) => true,
+            Op::Members(m) => matches!(
+                m,
+                Members::Add { .. } | Members::RemoveAll { .. } | Members::Remove { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Membership endpoints. `of_group`: the path starts at the group
 /// (`/consumer_groups/{parent}/consumers…`) rather than at the consumer
 /// (`/consumers/{parent}/consumer_groups…`).

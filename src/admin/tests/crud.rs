@@ -696,3 +696,37 @@ async fn unavailable_cluster_is_503() {
     // Local reads keep working without a leader.
     assert_eq!(get(&app, "/consumers").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn writes_on_a_lagging_node_catch_up_before_missing() {
+    let (app, fake) = app();
+    let barriers = || fake.barriers.load(std::sync::atomic::Ordering::SeqCst);
+    // The service is written, but this node's reads do not show it yet.
+    fake.freeze_reads();
+    create(&app, "/services", json!({"name": "late", "host": "h"})).await;
+    assert_eq!(get(&app, "/services/late").await.0, StatusCode::NOT_FOUND);
+    let (status, route) = json_req(
+        &app,
+        "POST",
+        "/services/late/routes",
+        json!({"name": "r", "paths": ["/late"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{route}");
+    assert_eq!(barriers(), 1);
+
+    // A delete that misses locally asks the leader before answering 204.
+    create(&app, "/consumers", json!({"username": "gone"})).await;
+    fake.freeze_reads();
+    create(&app, "/consumers", json!({"username": "fresh"})).await;
+    let (status, _) = json_req(&app, "DELETE", "/consumers/fresh", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(barriers(), 2);
+    assert_eq!(get(&app, "/consumers/fresh").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&app, "/consumers/gone").await.0, StatusCode::OK);
+
+    // A write that really misses still answers 404, after one barrier.
+    let (status, _) = json_req(&app, "PATCH", "/services/absent", json!({"host": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(barriers(), 3);
+}

@@ -35,9 +35,18 @@ pub struct Fake {
     pub barriers: Arc<AtomicUsize>,
     /// When set, every write and barrier fails as if no leader answered.
     pub down: Arc<std::sync::atomic::AtomicBool>,
+    /// When set, `state()` shows this older state until the next barrier,
+    /// as a node that has not yet applied the latest writes would.
+    pub stale: Arc<Mutex<Option<State>>>,
 }
 
 impl Fake {
+    /// From now until the next barrier, reads show the state as it is now.
+    pub fn freeze_reads(&self) {
+        let now = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        *self.stale.lock().unwrap() = Some(now);
+    }
+
     pub fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
     }
@@ -75,12 +84,18 @@ impl Backend for Fake {
     }
 
     fn state(&self) -> Arc<State> {
+        if let Some(stale) = self.stale.lock().unwrap().as_ref() {
+            return Arc::new(stale.clone());
+        }
         Arc::new(self.state.lock().map(|s| s.clone()).unwrap_or_default())
     }
 
     fn linearizable_barrier(&self) -> impl Future<Output = Result<(), WriteError>> + Send {
         self.barriers.fetch_add(1, Ordering::SeqCst);
         let down = self.down.load(Ordering::SeqCst);
+        if !down {
+            *self.stale.lock().unwrap() = None;
+        }
         async move {
             if down {
                 Err(WriteError::Unavailable("no leader".into()))
