@@ -149,33 +149,33 @@ async fn run<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Response, AdminError> {
 
 async fn perform<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Response, AdminError> {
     match op {
-        Op::List(scope) => list(&ctx, scope),
-        Op::Get(scope) => get(&ctx, scope),
-        Op::Create(scope) => create(&ctx, scope).await,
-        Op::Put(scope) => put(&ctx, scope).await,
-        Op::Patch(scope) => patch(&ctx, scope).await,
-        Op::Delete(scope) => delete(&ctx, scope).await,
+        Op::List(scope) => list(ctx, scope),
+        Op::Get(scope) => get(ctx, scope),
+        Op::Create(scope) => create(ctx, scope).await,
+        Op::Put(scope) => put(ctx, scope).await,
+        Op::Patch(scope) => patch(ctx, scope).await,
+        Op::Delete(scope) => delete(ctx, scope).await,
         Op::Members(m) => match m {
-            Members::Detail => groups::detail(&ctx),
-            Members::List { of_group: true } => groups::consumers_of(&ctx),
-            Members::List { of_group: false } => groups::groups_of(&ctx),
-            Members::Add { of_group: true } => groups::add_consumers(&ctx).await,
-            Members::Add { of_group: false } => groups::add_groups(&ctx).await,
-            Members::RemoveAll { of_group } => groups::remove_all(&ctx, of_group).await,
-            Members::Get { of_group } => groups::member(&ctx, of_group),
-            Members::Remove { of_group } => groups::remove_member(&ctx, of_group).await,
+            Members::Detail => groups::detail(ctx),
+            Members::List { of_group: true } => groups::consumers_of(ctx),
+            Members::List { of_group: false } => groups::groups_of(ctx),
+            Members::Add { of_group: true } => groups::add_consumers(ctx).await,
+            Members::Add { of_group: false } => groups::add_groups(ctx).await,
+            Members::RemoveAll { of_group } => groups::remove_all(ctx, of_group).await,
+            Members::Get { of_group } => groups::member(ctx, of_group),
+            Members::Remove { of_group } => groups::remove_member(ctx, of_group).await,
         },
-        Op::Tags => tags::list(&ctx),
+        Op::Tags => tags::list(ctx),
         Op::PluginsEnabled => Ok(Json(info::plugins_enabled()).into_response()),
-        Op::Root => Ok(Json(info::root(&ctx.app)).into_response()),
-        Op::Status => Ok(Json(info::status(&ctx.app)).into_response()),
+        Op::Root => Ok(Json(info::root(ctx.app)).into_response()),
+        Op::Status => Ok(Json(info::status(ctx.app)).into_response()),
         Op::Cluster => Ok(Json(ctx.app.backend.cluster_info()).into_response()),
-        Op::AddNode => cluster::add_node(&ctx).await,
-        Op::RemoveNode => cluster::remove_node(&ctx).await,
+        Op::AddNode => cluster::add_node(ctx).await,
+        Op::RemoveNode => cluster::remove_node(ctx).await,
         Op::ConfigGet => {
-            Ok(Json(json!({"config": config::dump(&ctx.app.backend.state())})).into_response())
+            Ok(Json(json!({"config": config::dump(ctx.app.backend.state())})).into_response())
         }
-        Op::ConfigPost => config::post(&ctx).await,
+        Op::ConfigPost => config::post(ctx).await,
         Op::OpenApi => Ok(Json(ctx.app.openapi.as_ref().clone()).into_response()),
     }
 }
