@@ -167,13 +167,13 @@ async fn perform<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Response, AdminErro
         },
         Op::Tags => tags::list(ctx),
         Op::PluginsEnabled => Ok(Json(info::plugins_enabled()).into_response()),
-        Op::Root => Ok(Json(info::root(ctx.app)).into_response()),
-        Op::Status => Ok(Json(info::status(ctx.app)).into_response()),
+        Op::Root => Ok(Json(info::root(&ctx.app)).into_response()),
+        Op::Status => Ok(Json(info::status(&ctx.app)).into_response()),
         Op::Cluster => Ok(Json(ctx.app.backend.cluster_info()).into_response()),
         Op::AddNode => cluster::add_node(ctx).await,
         Op::RemoveNode => cluster::remove_node(ctx).await,
         Op::ConfigGet => {
-            Ok(Json(json!({"config": config::dump(ctx.app.backend.state())})).into_response())
+            Ok(Json(json!({"config": config::dump(&ctx.app.backend.state())})).into_response())
         }
         Op::ConfigPost => config::post(ctx).await,
         Op::OpenApi => Ok(Json(ctx.app.openapi.as_ref().clone()).into_response()),
