@@ -257,7 +257,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let inner = &mut *inner;
         let (records, meta) = (&self.records, &self.meta);
         let responders = cpu_bound(|| apply_batch(inner, batch, records, meta))?;
-        self.flush().await?;
+        // Not flushed here: the entries are already durable in the log, and
+        // sled recovers a prefix of whole transactions, so after a crash the
+        // state machine restarts at an older `last_applied` and the missing
+        // entries are applied again from the log. The log is only purged
+        // behind a snapshot, and building one flushes this tree first.
         self.publish(inner);
 
         for (responder, result) in responders {
