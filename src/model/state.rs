@@ -41,8 +41,11 @@ struct Db {
 #[derive(Clone, Debug, Default)]
 pub struct State {
     db: Db,
-    /// Outcomes of recently applied proposals, by request id.
-    recent: OrdMap<Uuid, Arc<Outcome>>,
+    /// Outcomes of recently applied proposals, by request id, with the
+    /// sequence number that orders them.
+    recent: OrdMap<Uuid, (u64, Arc<Outcome>)>,
+    /// The sequence number of the next remembered proposal.
+    next_seq: u64,
     /// Request ids in the order they were applied (oldest first).
     recent_order: Vector<Uuid>,
     /// Bumped by every applied command that changed something.
@@ -86,7 +89,7 @@ impl State {
     /// Applies one proposal. On error nothing changes. A proposal whose
     /// request id was already applied returns the first outcome again.
     pub fn apply(&mut self, proposal: &Proposal) -> Outcome {
-        if let Some(previous) = self.recent.get(&proposal.request_id) {
+        if let Some((_, previous)) = self.recent.get(&proposal.request_id) {
             return Outcome::clone(previous);
         }
         // O(1): the maps are persistent and share structure.
@@ -105,7 +108,9 @@ impl State {
     }
 
     fn remember(&mut self, request_id: Uuid, outcome: Outcome) {
-        self.recent.insert(request_id, Arc::new(outcome));
+        self.recent
+            .insert(request_id, (self.next_seq, Arc::new(outcome)));
+        self.next_seq += 1;
         self.recent_order.push_back(request_id);
         self.dirty.push(RecordKey::Request(request_id));
         while self.recent_order.len() > REMEMBERED_REQUESTS {
@@ -510,8 +515,8 @@ impl State {
             RecordKey::Entity(kind, id) => Record::Entity(self.get(*kind, *id)?.clone()),
             RecordKey::Request(id) => Record::Request {
                 id: *id,
-                outcome: Outcome::clone(self.recent.get(id)?),
-                seq: self.recent_order.index_of(id)? as u64,
+                outcome: Outcome::clone(&self.recent.get(id)?.1),
+                seq: self.recent.get(id)?.0,
             },
             RecordKey::Version => Record::Version(self.version),
         };
@@ -554,9 +559,10 @@ impl State {
             }
         }
         requests.sort_by_key(|(seq, _, _)| *seq);
-        for (_, id, outcome) in requests {
-            state.recent.insert(id, Arc::new(outcome));
+        for (seq, id, outcome) in requests {
+            state.recent.insert(id, (seq, Arc::new(outcome)));
             state.recent_order.push_back(id);
+            state.next_seq = seq + 1;
         }
         Ok(state)
     }
@@ -1292,5 +1298,31 @@ mod retry_tests {
         let mut restored = State::from_records(values).unwrap();
         assert_eq!(restored.apply(&proposal).unwrap(), first);
         assert_eq!(restored.count(EntityKind::Service), 1);
+    }
+
+    #[test]
+    fn restored_states_forget_the_same_oldest_requests() {
+        // Past REMEMBERED_REQUESTS, the oldest request is forgotten first;
+        // a state restored from its records must forget the same one as a
+        // state that never restarted, or nodes would answer retries apart.
+        let mut live = State::default();
+        let first = Uuid::new_v4();
+        live.apply(&create_service(first, "first")).unwrap();
+        for i in 0..REMEMBERED_REQUESTS - 2 {
+            let _ = live.apply(&create_service(Uuid::new_v4(), &format!("s{i}")));
+        }
+        let values = live.records().into_iter().map(|(_, v)| v);
+        let mut restored = State::from_records(values).unwrap();
+        let late = Uuid::new_v4();
+        for state in [&mut live, &mut restored] {
+            state.apply(&create_service(late, "late")).unwrap();
+            // One more evicts `first`, the oldest, and nothing else.
+            state.apply(&create_service(Uuid::new_v4(), "last")).unwrap();
+            let retried = state.apply(&create_service(first, "first-again"));
+            assert!(retried.is_ok(), "first was forgotten, so it applies anew");
+            assert!(state.find(EntityKind::Service, "first-again").is_some());
+            let again = state.apply(&create_service(late, "late-again")).unwrap();
+            assert!(state.find(EntityKind::Service, "late-again").is_none(), "{again:?}");
+        }
     }
 }
