@@ -154,6 +154,20 @@ mod tests {
     const ID: &str = "5f8c4a6e-0000-4000-8000-000000000001";
 
     #[test]
+    fn grpc_routes_default_strip_path_to_false() {
+        let strip = |value: Value| match entity(EntityKind::Route, value) {
+            Ok(Entity::Route(r)) => r.strip_path,
+            other => panic!("{other:?}"),
+        };
+        assert!(!strip(json!({"id": ID, "protocols": ["grpcs", "grpc"]})));
+        assert!(strip(
+            json!({"id": ID, "protocols": ["grpc"], "strip_path": true})
+        ));
+        assert!(strip(json!({"id": ID, "protocols": ["http"]})));
+        assert!(strip(json!({"id": ID})));
+    }
+
+    #[test]
     fn type_errors_name_the_field() {
         let f = fields(
             EntityKind::Service,
