@@ -378,11 +378,14 @@ fn route(r: &Route, errs: &mut FieldErrors) {
                 "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
             );
         }
-        if has("grpcs") && !(hosts || headers || paths || snis) {
-            errs.entity(
-                "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'",
-            );
-        } else if !has("grpcs") && !(hosts || headers || paths) {
+        let matcher = hosts || headers || paths;
+        if has("grpcs") {
+            if !(matcher || snis) {
+                errs.entity(
+                    "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'",
+                );
+            }
+        } else if !matcher {
             errs.entity("must set one of 'hosts', 'headers', 'paths' when 'protocols' is 'grpc'");
         }
     }
