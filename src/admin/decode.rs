@@ -76,7 +76,8 @@ fn decode_once(
 
 /// Decodes the typed entity; form values that serde rejected as strings
 /// are coerced to the wanted type and decoding retried.
-pub fn decode(kind: EntityKind, value: Value, from_form: bool) -> Result<Entity, AdminError> {
+pub fn decode(kind: EntityKind, mut value: Value, from_form: bool) -> Result<Entity, AdminError> {
+    crate::model::decode::subschema_defaults(kind, &mut value);
     decode_with(value, from_form, |v| decode_once(kind, v))
 }
 

@@ -36,7 +36,8 @@ macro_rules! entity_kinds {
                 }
             }
             /// Reads an entity of `kind` from its Admin API JSON form.
-            pub fn from_json(kind: EntityKind, value: serde_json::Value) -> Result<Entity, serde_json::Error> {
+            pub fn from_json(kind: EntityKind, mut value: serde_json::Value) -> Result<Entity, serde_json::Error> {
+                super::decode::subschema_defaults(kind, &mut value);
                 Ok(match kind {
                     $( EntityKind::$variant => Entity::$variant(serde_json::from_value(value)?), )+
                 })

@@ -9,8 +9,31 @@ use serde_json::Value;
 use super::command::{Entity, EntityKind};
 use super::errors::{ApplyError, FieldErrors};
 
+/// Fills the defaults Kong's subschemas give: a route whose protocols are
+/// `grpc`/`grpcs` has `strip_path` false unless the input says otherwise
+/// (and validation refuses true). Applies to JSON before typed decoding.
+pub fn subschema_defaults(kind: EntityKind, value: &mut Value) {
+    if kind != EntityKind::Route {
+        return;
+    }
+    let Value::Object(obj) = value else { return };
+    if obj.get("strip_path").is_some_and(|v| !v.is_null()) {
+        return;
+    }
+    // Kong picks the subschema by the first protocol listed.
+    let first = match obj.get("protocols") {
+        Some(Value::Array(items)) => items.first().and_then(Value::as_str),
+        Some(Value::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    if matches!(first, Some("grpc" | "grpcs")) {
+        obj.insert("strip_path".into(), Value::Bool(false));
+    }
+}
+
 /// Reads an entity of `kind` from JSON, naming the field at fault.
-pub fn entity(kind: EntityKind, value: Value) -> Result<Entity, ApplyError> {
+pub fn entity(kind: EntityKind, mut value: Value) -> Result<Entity, ApplyError> {
+    subschema_defaults(kind, &mut value);
     Ok(match kind {
         EntityKind::Service => Entity::Service(typed(value)?),
         EntityKind::Route => Entity::Route(typed(value)?),
@@ -129,6 +152,20 @@ mod tests {
     }
 
     const ID: &str = "5f8c4a6e-0000-4000-8000-000000000001";
+
+    #[test]
+    fn grpc_routes_default_strip_path_to_false() {
+        let strip = |value: Value| match entity(EntityKind::Route, value) {
+            Ok(Entity::Route(r)) => r.strip_path,
+            other => panic!("{other:?}"),
+        };
+        assert!(!strip(json!({"id": ID, "protocols": ["grpcs", "grpc"]})));
+        assert!(strip(
+            json!({"id": ID, "protocols": ["grpc"], "strip_path": true})
+        ));
+        assert!(strip(json!({"id": ID, "protocols": ["http"]})));
+        assert!(strip(json!({"id": ID})));
+    }
 
     #[test]
     fn type_errors_name_the_field() {

@@ -1317,12 +1317,17 @@ mod retry_tests {
         for state in [&mut live, &mut restored] {
             state.apply(&create_service(late, "late")).unwrap();
             // One more evicts `first`, the oldest, and nothing else.
-            state.apply(&create_service(Uuid::new_v4(), "last")).unwrap();
+            state
+                .apply(&create_service(Uuid::new_v4(), "last"))
+                .unwrap();
             let retried = state.apply(&create_service(first, "first-again"));
             assert!(retried.is_ok(), "first was forgotten, so it applies anew");
             assert!(state.find(EntityKind::Service, "first-again").is_some());
             let again = state.apply(&create_service(late, "late-again")).unwrap();
-            assert!(state.find(EntityKind::Service, "late-again").is_none(), "{again:?}");
+            assert!(
+                state.find(EntityKind::Service, "late-again").is_none(),
+                "{again:?}"
+            );
         }
     }
 }

@@ -291,6 +291,8 @@ fn route(r: &Route, errs: &mut FieldErrors) {
         .any(|p| !ROUTE_PROTOCOLS.contains(&p.as_str()))
     {
         errs.field("protocols", one_of_message(ROUTE_PROTOCOLS));
+    } else if let Some(message) = mixed_protocol_families(&r.protocols) {
+        errs.field("protocols", message);
     }
     for m in r.methods.iter().flatten() {
         if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
@@ -362,6 +364,31 @@ fn route(r: &Route, errs: &mut FieldErrors) {
     {
         errs.entity("'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'");
     }
+    // Kong's grpc subschema (routes whose protocols are grpc/grpcs).
+    if has("grpc") || has("grpcs") {
+        if r.strip_path {
+            errs.field(
+                "strip_path",
+                "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+        }
+        if methods {
+            errs.field(
+                "methods",
+                "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+        }
+        let matcher = hosts || headers || paths;
+        if has("grpcs") {
+            if !(matcher || snis) {
+                errs.entity(
+                    "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'",
+                );
+            }
+        } else if !matcher {
+            errs.entity("must set one of 'hosts', 'headers', 'paths' when 'protocols' is 'grpc'");
+        }
+    }
     // Kong's http subschema: with "https" SNIs count as a matcher.
     if has("https") && !(methods || hosts || headers || paths || snis) {
         errs.entity("must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'");
@@ -384,6 +411,36 @@ fn route(r: &Route, errs: &mut FieldErrors) {
         }
     }
     tags(&r.tags, errs);
+}
+
+/// Kong's `mutually_exclusive_subsets` on a route's protocols: they must
+/// all come from one family. The message names the families met, in order.
+fn mixed_protocol_families(protocols: &[String]) -> Option<String> {
+    const FAMILIES: [&[&str]; 5] = [
+        &["http", "https"],
+        &["tcp", "tls", "udp"],
+        &["tls_passthrough"],
+        &["grpc", "grpcs"],
+        &["ws", "wss"],
+    ];
+    let mut met: Vec<&[&str]> = Vec::new();
+    for p in protocols {
+        if let Some(family) = FAMILIES.iter().find(|f| f.contains(&p.as_str())) {
+            if !met.contains(family) {
+                met.push(family);
+            }
+        }
+    }
+    (met.len() > 1).then(|| {
+        let listed: Vec<String> = met
+            .iter()
+            .map(|f| {
+                let quoted: Vec<String> = f.iter().map(|p| format!("'{p}'")).collect();
+                format!("({})", quoted.join(", "))
+            })
+            .collect();
+        format!("these sets are mutually exclusive: {}", listed.join(", "))
+    })
 }
 
 fn upstream(u: &Upstream, errs: &mut FieldErrors) {
@@ -686,6 +743,60 @@ mod tests {
             .starts_with("'snis' can only be set"));
         assert!(check("routes", json!({"hosts": ["*.example.com", "a.org:8000"]})).is_ok());
         assert!(check("routes", json!({"hosts": ["a.*.com"]})).is_err());
+    }
+
+    #[test]
+    fn grpc_route_rules() {
+        // strip_path defaults to false for grpc routes (Kong's subschema).
+        assert!(check("routes", json!({"protocols": ["grpc"], "paths": ["/p.S/"]})).is_ok());
+        assert!(check(
+            "routes",
+            json!({"protocols": ["grpcs"], "snis": ["a.com"], "strip_path": false})
+        )
+        .is_ok());
+        let f = check(
+            "routes",
+            json!({"protocols": ["grpc", "grpcs"], "paths": ["/"], "strip_path": true,
+                   "methods": ["POST"]}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            f["strip_path"],
+            "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'"
+        );
+        assert_eq!(
+            f["methods"],
+            "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'"
+        );
+        let f = check("routes", json!({"protocols": ["grpc"]})).unwrap_err();
+        assert_eq!(
+            f["@entity"][0],
+            "must set one of 'hosts', 'headers', 'paths' when 'protocols' is 'grpc'"
+        );
+        let f = check("routes", json!({"protocols": ["grpcs"]})).unwrap_err();
+        assert_eq!(
+            f["@entity"][0],
+            "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'"
+        );
+        let f = check(
+            "routes",
+            json!({"protocols": ["http", "grpc", "https"], "paths": ["/"], "strip_path": false}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            f["protocols"],
+            "these sets are mutually exclusive: ('http', 'https'), ('grpc', 'grpcs')"
+        );
+        // A grpc service has no path.
+        let f = check(
+            "services",
+            json!({"host": "h", "protocol": "grpc", "path": "/x"}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            f["@entity"][0],
+            "value of path must be null when protocol is 'grpc'"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The upstream connector: plain TCP for `http` services, TLS (rustls) on
-//! top for `https` ones, with the service's write timeout. Like Kong (whose default is `proxy_ssl_verify
+//! The upstream connector: plain TCP for `http` and `grpc` services, TLS
+//! (rustls) on top for `https` and `grpcs` ones (ALPN `h2` for the latter),
+//! with the service's write timeout. Like Kong (whose default is `proxy_ssl_verify
 //! off`), the upstream certificate is checked only when the service sets
 //! `tls_verify: true`, against the system's trusted roots.
 
@@ -32,17 +33,23 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(mut http: HttpConnector, verify: bool, write_timeout: Duration) -> Connector {
+    /// `http2`: offer `h2` by ALPN instead of `http/1.1`.
+    pub fn new(
+        mut http: HttpConnector,
+        verify: bool,
+        write_timeout: Duration,
+        http2: bool,
+    ) -> Connector {
         http.enforce_http(false);
         Connector {
             http,
-            tls: TlsConnector::from(client_config(verify)),
+            tls: TlsConnector::from(client_config(verify, http2)),
             write_timeout,
         }
     }
 }
 
-fn client_config(verify: bool) -> Arc<rustls::ClientConfig> {
+fn client_config(verify: bool, http2: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -64,7 +71,11 @@ fn client_config(verify: bool) -> Arc<rustls::ClientConfig> {
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
             .with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Arc::new(config)
 }
 

@@ -1,7 +1,8 @@
-//! Talking to the upstream: the pooled keep-alive client, the upstream
-//! request head (path joining, Host, hop-by-hop removal, X-Forwarded-*),
-//! sending with retries on connection failure while the request body is
-//! still untouched, the service's timeouts, and passive health counting.
+//! Talking to the upstream: the pooled keep-alive client (HTTP/1.1, or
+//! HTTP/2 for `grpc`/`grpcs` services), the upstream request head (path
+//! joining, Host, hop-by-hop removal, X-Forwarded-*), sending with retries
+//! on connection failure while the request body is still untouched, the
+//! service's timeouts, and passive health counting.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,23 +27,28 @@ use crate::plugins::{Body, BodyRejected, BoxError, Reply};
 
 pub type UpstreamClient = Client<Connector, RetryBody>;
 
-/// One pooled client per (connect timeout, write timeout, tls_verify):
-/// the connector owns them.
+/// One pooled client per (connect timeout, write timeout, tls_verify,
+/// HTTP/2): the connector owns them. An HTTP/2 client (gRPC services)
+/// speaks h2 with prior knowledge on plain TCP and asks for `h2` by ALPN
+/// over TLS; its calls share one multiplexed connection per target.
 pub fn client(
     connect_timeout: Duration,
     write_timeout: Duration,
     tls_verify: bool,
+    http2: bool,
 ) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(Connector::new(http, tls_verify, write_timeout))
+        .http2_only(http2);
+    builder.build(Connector::new(http, tls_verify, write_timeout, http2))
 }
 
 /// Why forwarding failed, each mapped to Kong's answer by the pipeline.
@@ -197,6 +203,7 @@ pub async fn send(
         .map(|b| b.healthchecks.passive.unhealthy.http_statuses.clone())
         .unwrap_or_default();
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
+    let http2 = super::grpc::is_h2_service(&entry.service.protocol);
     let mut last = ForwardError::Bad;
     for _attempt in 0..=entry.service.retries {
         let (addr, health): (&str, Option<&Arc<TargetHealth>>) = match &entry.balancer {
@@ -206,7 +213,7 @@ pub async fn send(
             },
             None => (&entry.static_addr, None),
         };
-        let scheme = if entry.service.protocol == "https" {
+        let scheme = if matches!(entry.service.protocol.as_str(), "https" | "grpcs") {
             "https"
         } else {
             "http"
@@ -220,8 +227,19 @@ pub async fn send(
         });
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = head.headers.clone();
+        if http2 {
+            *req.version_mut() = Version::HTTP_2;
+            // :authority (the target's address) says where the call goes;
+            // a Host beside it that differs is forbidden (RFC 9113 8.3.1),
+            // and gRPC servers drop it anyway (gRFC A41). gRPC servers may
+            // check `te: trailers`, which the hop-by-hop rules removed.
+            req.headers_mut().remove(header::HOST);
+            req.headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+        }
         let in_flight = health.map(|h| InFlight::new(h.clone()));
         let record = |o: Outcome| {
             if let (Some(h), Some(t)) = (health, passive.as_ref()) {

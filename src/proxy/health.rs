@@ -165,6 +165,7 @@ pub fn spawn_active_checks(balancer: &Arc<Balancer>) {
             http,
             false,
             Duration::from_secs(active.timeout.max(1)),
+            false,
         ));
     for index in 0..balancer.targets.len() {
         let weak = Arc::downgrade(balancer);

@@ -12,6 +12,7 @@ pub mod balancer;
 pub mod connector;
 pub mod errors;
 pub mod forward;
+pub mod grpc;
 pub mod health;
 pub mod listener;
 pub mod pipeline;

@@ -1,6 +1,8 @@
 //! The life of one request, in one function: route, protocol check,
 //! plugins' access phase, upstream request, forwarding, response headers,
-//! response body, log (when the body is over). Everything the gateway answers itself goes through `own`.
+//! response body, log (when the body is over). Everything the gateway
+//! answers itself goes through `own` (in gRPC's trailers-only form when the
+//! request is a gRPC call).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use hyper::body::Incoming;
 use super::balancer::HashInput;
 use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
+use super::grpc::{self, GatewayStatus};
 use super::listener::ConnInfo;
 use super::{aggregate, websocket, Shared};
 use crate::observe::access_log::Entry;
@@ -35,6 +38,8 @@ pub async fn handle(
     let upgrade = (req.version() == http::Version::HTTP_11 && websocket::is_upgrade(req.headers()))
         .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // A gRPC call gets the gateway's own answers in gRPC's shape.
+    let grpc_call = grpc::is_call(parts.version, &parts.headers);
     let host: Option<String> = parts
         .headers
         .get(header::HOST)
@@ -70,14 +75,20 @@ pub async fn handle(
         let resp = own(
             start,
             Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
+            grpc_call,
         );
         return Ok(observed(&shared, resp, log_entry, facts));
     };
     let route = &found.route;
     facts.route = Some(route.name.clone().unwrap_or_else(|| route.id.to_string()));
     let scheme = if conn.tls { "https" } else { "http" };
+    if let Some(reply) = grpc::check_route(route, parts.version, &parts.headers, conn.tls) {
+        let resp = own(start, reply, grpc_call);
+        return Ok(observed(&shared, resp, log_entry, facts));
+    }
     if !conn.tls && !router::accepts_plain(route) {
-        let resp = own(start, wrong_protocol(route, host.as_deref(), &parts.uri));
+        let reply = wrong_protocol(route, host.as_deref(), &parts.uri);
+        let resp = own(start, reply, grpc_call);
         return Ok(observed(&shared, resp, log_entry, facts));
     }
     let Some(entry) = route
@@ -89,6 +100,7 @@ pub async fn handle(
         let resp = own(
             start,
             Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
+            grpc_call,
         );
         return Ok(observed(&shared, resp, log_entry, facts));
     };
@@ -118,7 +130,7 @@ pub async fn handle(
         ran.push(plugin);
         if let Some(reply) = answer {
             return Ok(own_filtered(
-                start, reply, ran, ctx, &shared, log_entry, facts,
+                start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
             ));
         }
     }
@@ -181,7 +193,7 @@ pub async fn handle(
         let params = aggregate::path_params(route, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
         return Ok(own_filtered(
-            start, reply, ran, ctx, &shared, log_entry, facts,
+            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
         ));
     }
 
@@ -209,7 +221,7 @@ pub async fn handle(
             };
             facts.upstream_latency = Some(sent.elapsed());
             return Ok(own_filtered(
-                start, reply, ran, ctx, &shared, log_entry, facts,
+                start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
             ));
         }
     };
@@ -268,9 +280,19 @@ fn wrong_protocol(route: &crate::model::Route, host: Option<&str>, uri: &http::U
     Reply::message(StatusCode::UPGRADE_REQUIRED, errors::USE_HTTPS)
 }
 
-/// An answer of the gateway's own, with X-Kong-Response-Latency.
-fn own(start: Instant, reply: Reply) -> Response<Body> {
+/// An answer of the gateway's own, with X-Kong-Response-Latency; to a
+/// gRPC call, in gRPC's trailers-only form.
+fn own(start: Instant, reply: Reply, grpc_call: bool) -> Response<Body> {
+    let decided = reply.status;
+    let reply = if grpc_call {
+        grpc::trailers_only(reply)
+    } else {
+        reply
+    };
     let mut resp = errors::from_reply(reply);
+    if grpc_call {
+        resp.extensions_mut().insert(GatewayStatus(decided));
+    }
     resp.headers_mut().insert(
         "x-kong-response-latency",
         HeaderValue::from(start.elapsed().as_millis() as u64),
@@ -279,6 +301,7 @@ fn own(start: Instant, reply: Reply) -> Response<Body> {
 }
 
 /// `own`, after letting the plugins that ran see the response head.
+#[allow(clippy::too_many_arguments)]
 fn own_filtered(
     start: Instant,
     reply: Reply,
@@ -287,20 +310,22 @@ fn own_filtered(
     shared: &Shared,
     mut log_entry: Entry,
     mut facts: RequestFacts,
+    grpc_call: bool,
 ) -> Response<Body> {
     if facts.upstream_latency.is_none() {
         facts.kong_latency = start.elapsed();
     }
     describe(&ctx, &mut log_entry, shared);
     ctx.extensions.insert(facts.clone());
-    let (mut parts, mut body) = own(start, reply).into_parts();
+    let (mut parts, mut body) = own(start, reply, grpc_call).into_parts();
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut parts);
     }
     for plugin in &ran {
         body = plugin.response_body(&ctx, body);
     }
-    let body = Logged::wrap(body, ran, ctx, parts.status);
+    let status = decided_status(parts.status, &parts.extensions);
+    let body = Logged::wrap(body, ran, ctx, status);
     observed(shared, Response::from_parts(parts, body), log_entry, facts)
 }
 
@@ -319,6 +344,14 @@ fn describe(ctx: &RequestCtx, log_entry: &mut Entry, shared: &Shared) {
     }
 }
 
+/// The status the gateway decided on: the status line, unless it was
+/// rewritten to 200 for a gRPC call.
+fn decided_status(status: StatusCode, extensions: &http::Extensions) -> StatusCode {
+    extensions
+        .get::<GatewayStatus>()
+        .map_or(status, |decided| decided.0)
+}
+
 /// The response, with its body wrapped so that the access log line is
 /// written (and the request counted done) once it is over.
 fn observed(
@@ -335,7 +368,7 @@ fn observed(
     }
     log_entry.route = facts.route.clone();
     log_entry.service = facts.service.clone();
-    log_entry.status = resp.status().as_u16();
+    log_entry.status = decided_status(resp.status(), resp.extensions()).as_u16();
     let (parts, body) = resp.into_parts();
     let body = Observed::wrap(body, shared.observer.clone(), log_entry, facts);
     Response::from_parts(parts, body)

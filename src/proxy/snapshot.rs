@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::balancer::Balancer;
 use super::forward::{self, UpstreamClient};
+use super::grpc;
 use super::health::{self, HealthRegistry};
 use crate::model::{Entity, EntityKind, Service, State, Target};
 use crate::plugins::Plugins;
@@ -58,21 +59,24 @@ struct Previous {
 #[derive(Default)]
 pub struct Compiler {
     health: HealthRegistry,
-    clients: Mutex<HashMap<(u64, u64, bool), UpstreamClient>>,
+    /// By (connect timeout, write timeout, tls_verify, HTTP/2).
+    clients: Mutex<HashMap<(u64, u64, bool, bool), UpstreamClient>>,
     previous: Mutex<Option<Previous>>,
 }
 
 impl Compiler {
     fn client(&self, s: &Service) -> UpstreamClient {
         let verify = s.tls_verify == Some(true);
+        let http2 = grpc::is_h2_service(&s.protocol);
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
-            .entry((s.connect_timeout, s.write_timeout, verify))
+            .entry((s.connect_timeout, s.write_timeout, verify, http2))
             .or_insert_with(|| {
                 forward::client(
                     Duration::from_millis(s.connect_timeout.max(1)),
                     Duration::from_millis(s.write_timeout.max(1)),
                     verify,
+                    http2,
                 )
             })
             .clone()
@@ -162,7 +166,11 @@ impl Compiler {
 
     fn service_entry(&self, s: &Service, balancers: &Balancers) -> ServiceEntry {
         let balancer = balancers.get(&s.host).cloned();
-        let default_port = if s.protocol == "https" { 443 } else { 80 };
+        let default_port = if matches!(s.protocol.as_str(), "https" | "grpcs") {
+            443
+        } else {
+            80
+        };
         let host_header = match balancer.as_ref().and_then(|b| b.host_header.clone()) {
             Some(h) => h,
             None if s.port == default_port => s.host.clone(),
