@@ -252,3 +252,40 @@ fn cluster_port_refuses_requests_without_the_secret() {
     cluster.nodes.push(stranger);
     let _ = cluster.node_mut(9);
 }
+
+#[test]
+fn a_declarative_config_of_megabytes_replicates_to_every_node() {
+    // One Raft entry of several megabytes: more than a follower can take
+    // within openraft's per-append deadline (the heartbeat interval), so
+    // the cluster client must give large bodies time to travel.
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let consumers: Vec<Value> = (0..3000)
+        .map(|i| {
+            json!({
+                "username": format!("user-{i}"),
+                "jwt_secrets": [{"key": format!("key-{i}"), "secret": format!("secret-{i:032}")}],
+            })
+        })
+        .collect();
+    let doc = json!({"_format_version": "3.0", "consumers": consumers});
+    let (status, body) = cluster.post(
+        &cluster.node(follower).admin_url("/config"),
+        &json!({"config": doc.to_string()}),
+    );
+    assert_eq!(
+        status,
+        201,
+        "{}",
+        body.to_string().chars().take(300).collect::<String>()
+    );
+    cluster.wait_converged(Duration::from_secs(30));
+    for node in 1..=3 {
+        let (status, consumer) = cluster.get(&cluster.node(node).admin_url("/consumers/user-2999"));
+        assert_eq!(status, 200, "node {node}");
+        assert_eq!(consumer["username"], "user-2999");
+        let (_, jwts) = cluster.get(&cluster.node(node).admin_url("/consumers/user-2999/jwt"));
+        assert_eq!(jwts["data"][0]["key"], "key-2999", "node {node}");
+    }
+}

@@ -103,7 +103,35 @@ impl ClusterClient {
         Resp: DeserializeOwned,
     {
         let body = encode(req).map_err(|e| CallError::Network(e.to_string()))?;
+        let timeout = timeout + size_allowance(body.len());
         let bytes = self.post(addr, path, Bytes::from(body), timeout).await?;
         decode(&bytes).map_err(|e| CallError::Network(e.to_string()))
+    }
+}
+
+/// Extra time for an RPC carrying `bytes`: openraft gives every append the
+/// heartbeat interval (40 ms) as its deadline, enough for small entries but
+/// not for a multi-megabyte declarative config that the follower must
+/// receive, decode and fsync; without this allowance such an entry would
+/// time out and be resent forever. Small bodies get none, so a dead peer is
+/// still noticed at once.
+fn size_allowance(bytes: usize) -> Duration {
+    const SMALL: usize = 64 * 1024;
+    if bytes <= SMALL {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(1) + Duration::from_millis((bytes / (1024 * 1024)) as u64 * 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_bodies_get_time_to_travel() {
+        assert_eq!(size_allowance(1024), Duration::ZERO);
+        assert_eq!(size_allowance(64 * 1024), Duration::ZERO);
+        assert_eq!(size_allowance(100 * 1024), Duration::from_secs(1));
+        assert_eq!(size_allowance(20 * 1024 * 1024), Duration::from_secs(5));
     }
 }

@@ -360,7 +360,10 @@ impl Cluster {
                 let body = resp.json().unwrap_or(Value::Null);
                 (status, body)
             }
-            Err(_) => (0, Value::Null),
+            Err(e) => {
+                eprintln!("POST {url}: {e:?}");
+                (0, Value::Null)
+            }
         }
     }
 
