@@ -7,6 +7,9 @@
 //!
 //! The checker fails a scenario when an acknowledged write is missing on a
 //! node, a write that was never issued appears, nodes hold different state,
+//! a token is accepted after its revocation was acknowledged (by a node
+//! connected to the majority, `revocations::GRACE` after the answer; by any
+//! node once healed),
 //! no leader exists 3 s after a fault that leaves a majority connected, or
 //! proxied requests to surviving nodes fail more than 0.1% of the time.
 
@@ -14,6 +17,7 @@
 mod common;
 mod docker;
 mod faultproxy;
+mod revocations;
 mod workload;
 
 use std::collections::BTreeSet;
@@ -58,6 +62,8 @@ struct Harness {
     cluster: Cluster,
     links: Links,
     down: Down,
+    /// Nodes partitioned from the majority (local backend).
+    cut_off: Down,
     upstream: Option<std::process::Child>,
     /// Runs the fault proxies; kept alive with the harness.
     _runtime: tokio::runtime::Runtime,
@@ -113,12 +119,14 @@ impl Harness {
             &serde_json::json!({"name": "chaos-probe", "paths": [workload::PROXY_PATH]}),
         );
         assert_eq!(status, 201, "{route}");
+        revocations::setup(&cluster, "chaos-upstream");
         cluster.wait_converged(Duration::from_secs(10));
         Harness {
             backend,
             cluster,
             links: Links::default(),
             down: Down::default(),
+            cut_off: Down::default(),
             upstream,
             _runtime: runtime,
             next_id: 4,
@@ -128,7 +136,10 @@ impl Harness {
     /// Cuts `alone` off from `rest` (both ways).
     fn partition(&self, alone: u64, rest: &[u64]) {
         match self.backend {
-            Backend::Local => self.links.partition(&[alone], rest),
+            Backend::Local => {
+                self.cut_off.lock().unwrap().insert(alone);
+                self.links.partition(&[alone], rest);
+            }
             Backend::Docker => {
                 // Disconnecting the container also takes away its published
                 // ports: clients cannot reach it either.
@@ -140,7 +151,10 @@ impl Harness {
 
     fn heal(&self) {
         match self.backend {
-            Backend::Local => self.links.heal(),
+            Backend::Local => {
+                self.links.heal();
+                self.cut_off.lock().unwrap().clear();
+            }
             Backend::Docker => {
                 for node in &self.cluster.nodes {
                     docker::reconnect(&self.container(node.id), node.id);
@@ -339,7 +353,7 @@ const DOCKER_SCENARIOS: &[&str] = &[
 
 fn run_scenario(name: &str, backend: Backend) -> Outcome {
     let mut h = Harness::start(backend);
-    let workload = Workload::start(&h.cluster, name, h.down.clone());
+    let workload = Workload::start(&h.cluster, name, h.down.clone(), h.cut_off.clone());
     std::thread::sleep(Duration::from_secs(2));
     let mut leader_after = None;
     let mut leader_required = false;
@@ -466,6 +480,7 @@ fn run_scenario(name: &str, backend: Backend) -> Outcome {
     }
     let check = workload::check(&h.cluster, &history, &format!("chaos-{name}-"));
     errors.extend(check.errors.iter().cloned());
+    errors.extend(revocations::check(&h.cluster, &history.revocations));
     drop(h);
     Outcome {
         scenario: name.to_string(),
@@ -514,8 +529,16 @@ fn main() {
     println!();
     println!("backend: {backend:?}");
     println!(
-        "{:<18} {:>6} {:>6} {:>7} {:>5} {:>8} {:>9} {:>12}  result",
-        "scenario", "ok", "failed", "unknown", "lost", "phantom", "proxy ok%", "new leader"
+        "{:<18} {:>6} {:>6} {:>7} {:>5} {:>8} {:>7} {:>9} {:>12}  result",
+        "scenario",
+        "ok",
+        "failed",
+        "unknown",
+        "lost",
+        "phantom",
+        "revoked",
+        "proxy ok%",
+        "new leader"
     );
     for o in &outcomes {
         let leader = match (o.leader_after, o.leader_required) {
@@ -524,13 +547,14 @@ fn main() {
             (None, false) => "-".into(),
         };
         println!(
-            "{:<18} {:>6} {:>6} {:>7} {:>5} {:>8} {:>9} {:>12}  {}",
+            "{:<18} {:>6} {:>6} {:>7} {:>5} {:>8} {:>7} {:>9} {:>12}  {}",
             o.scenario,
             o.history.ok(),
             o.history.failed(),
             o.history.unknown(),
             o.lost,
             o.phantom,
+            o.history.revocations.acknowledged().count(),
             o.history.proxy_success_pct(),
             leader,
             if o.passed() && !o.divergent {

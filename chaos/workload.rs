@@ -1,6 +1,7 @@
 //! The workload run during a scenario, its history, and the checker.
 //!
-//! Writes create services with unique names. Each is recorded as `ok`
+//! Writes create services with unique names; revocations run beside them
+//! (`revocations.rs`). Each is recorded as `ok`
 //! (201: acknowledged), `failed` (a definite refusal: 4xx, or the
 //! connection was refused so nothing was sent), or `unknown` (timeout,
 //! reset, 5xx: it may or may not have been applied), as Jepsen classifies
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::Cluster;
+use crate::revocations::{self, RevocationHistory};
 
 const WRITERS: usize = 4;
 const PAUSE: Duration = Duration::from_millis(20);
@@ -32,6 +34,8 @@ pub struct History {
     pub writes: BTreeMap<String, (Option<String>, Status)>,
     /// (node, proxied request succeeded) samples taken on surviving nodes.
     pub proxied: Vec<(u64, bool)>,
+    /// Revocations issued and any revoked token seen accepted.
+    pub revocations: RevocationHistory,
 }
 
 impl History {
@@ -63,6 +67,7 @@ pub type Down = Arc<Mutex<BTreeSet<u64>>>;
 pub struct Workload {
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<History>>,
+    revoked: Arc<Mutex<RevocationHistory>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -70,9 +75,13 @@ pub struct Workload {
 pub const PROXY_PATH: &str = "/chaos-probe";
 
 impl Workload {
-    pub fn start(cluster: &Cluster, scenario: &str, down: Down) -> Workload {
+    /// Starts writers, the revoker and the proxy prober. `down`: nodes taken
+    /// down; `cut_off`: nodes partitioned from the majority (still serving,
+    /// but not expected to learn new revocations until healed).
+    pub fn start(cluster: &Cluster, scenario: &str, down: Down, cut_off: Down) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let history = Arc::new(Mutex::new(History::default()));
+        let revoked = Arc::new(Mutex::new(RevocationHistory::default()));
         let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.admin).collect();
         let proxies: Vec<(u64, u16)> = cluster.nodes.iter().map(|n| (n.id, n.proxy)).collect();
         let token = cluster.admin_token.clone();
@@ -98,6 +107,13 @@ impl Workload {
                 })
             })
             .collect();
+        threads.push(revocations::spawn(
+            cluster,
+            scenario,
+            [down.clone(), cut_off],
+            stop.clone(),
+            revoked.clone(),
+        ));
         let (stop2, history2) = (stop.clone(), history.clone());
         threads.push(std::thread::spawn(move || {
             let http = reqwest::blocking::Client::builder()
@@ -126,6 +142,7 @@ impl Workload {
         Workload {
             stop,
             history,
+            revoked,
             threads,
         }
     }
@@ -135,7 +152,8 @@ impl Workload {
         for t in self.threads {
             let _ = t.join();
         }
-        let history = self.history.lock().unwrap().clone();
+        let mut history = self.history.lock().unwrap().clone();
+        history.revocations = self.revoked.lock().unwrap().clone();
         history
     }
 }
