@@ -27,6 +27,7 @@ trap cleanup EXIT INT TERM
 for i in 1 2 3; do
   "$bin" serve --config "cluster/node$i.toml" > "cluster/data/node$i.log" 2>&1 &
   pids+=($!)
+  echo $! > "cluster/data/node$i.pid"
 done
 # Demo upstreams standing in for the seed's user-service and account-service.
 "$bin" demo-upstream --listen 127.0.0.1:9081 --name user-service > cluster/data/user-service.log 2>&1 &
