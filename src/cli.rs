@@ -41,17 +41,8 @@ pub enum Commands {
     Config {
         #[command(subcommand)]
         action: crate::cli_config::ConfigAction,
-        /// Admin API of any node.
-        #[arg(
-            long,
-            env = "RAFTGATE_ADMIN_URL",
-            default_value = "http://127.0.0.1:8001",
-            global = true
-        )]
-        admin: String,
-        /// Admin token, when the node requires one.
-        #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", global = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        target: crate::cli_admin::AdminTarget,
     },
     /// Revoke JWTs on every node (by jti, token, consumer or credential).
     Revoke(crate::cli_revoke::RevokeArgs),
@@ -59,17 +50,8 @@ pub enum Commands {
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
-        /// Admin API of any node.
-        #[arg(
-            long,
-            env = "RAFTGATE_ADMIN_URL",
-            default_value = "http://127.0.0.1:8001",
-            global = true
-        )]
-        admin: String,
-        /// Admin token, when the node requires one.
-        #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", global = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        target: crate::cli_admin::AdminTarget,
     },
 }
 
@@ -98,17 +80,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Commands::Revoke(args) => crate::cli_revoke::run(args).await,
-        Commands::Cluster {
-            action,
-            admin,
-            token,
-        } => crate::cli_admin::cluster(&admin, token.as_deref(), action).await,
-        Commands::Config {
-            action,
-            admin,
-            token,
-        } => {
-            let code = crate::cli_config::run(&admin, token.as_deref(), action).await?;
+        Commands::Cluster { action, target } => crate::cli_admin::cluster(&target, action).await,
+        Commands::Config { action, target } => {
+            let code = crate::cli_config::run(&target, action).await?;
             if code != 0 {
                 std::process::exit(code);
             }

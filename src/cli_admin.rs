@@ -5,6 +5,28 @@ use serde_json::Value;
 
 use crate::cli::ClusterAction;
 
+/// Which node's Admin API a CLI command talks to, and with what token.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdminTarget {
+    /// Admin API of any node.
+    #[arg(
+        long,
+        env = "RAFTGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8001",
+        global = true
+    )]
+    pub admin: String,
+    /// Admin token, when the node requires one.
+    #[arg(long, env = "RAFTGATE_ADMIN_TOKEN", global = true)]
+    pub token: Option<String>,
+}
+
+impl AdminTarget {
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(&self.admin, self.token.as_deref())
+    }
+}
+
 /// A small Admin API client.
 pub struct AdminClient {
     base: String,
@@ -57,12 +79,8 @@ fn print_or_fail((status, body): (u16, Value)) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn cluster(
-    admin: &str,
-    token: Option<&str>,
-    action: ClusterAction,
-) -> anyhow::Result<()> {
-    let client = AdminClient::new(admin, token);
+pub async fn cluster(target: &AdminTarget, action: ClusterAction) -> anyhow::Result<()> {
+    let client = target.client();
     let answer = match action {
         ClusterAction::Status => client.send(reqwest::Method::GET, "/cluster", None).await?,
         ClusterAction::Join {

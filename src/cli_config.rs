@@ -43,8 +43,11 @@ pub enum ConfigAction {
 }
 
 /// Runs a config command; returns the process exit code.
-pub async fn run(admin: &str, token: Option<&str>, action: ConfigAction) -> anyhow::Result<i32> {
-    let client = AdminClient::new(admin, token);
+pub async fn run(
+    target: &crate::cli_admin::AdminTarget,
+    action: ConfigAction,
+) -> anyhow::Result<i32> {
+    let client = target.client();
     match action {
         ConfigAction::Validate { file } => {
             let text = read(&file)?;

@@ -8,21 +8,12 @@ use anyhow::bail;
 use clap::{ArgGroup, Args};
 use serde_json::{json, Map, Value};
 
-use crate::cli_admin::AdminClient;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("what").required(true).args(["jti", "jwt", "consumer", "credential"])))]
 pub struct RevokeArgs {
-    /// Admin API of any node.
-    #[arg(
-        long,
-        env = "RAFTGATE_ADMIN_URL",
-        default_value = "http://127.0.0.1:8001"
-    )]
-    pub admin: String,
-    /// Admin token, when the node requires one.
-    #[arg(long, env = "RAFTGATE_ADMIN_TOKEN")]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub target: crate::cli_admin::AdminTarget,
     /// Revoke the token whose `jti` claim is this.
     #[arg(long)]
     pub jti: Option<String>,
@@ -75,7 +66,7 @@ pub fn body(args: &RevokeArgs) -> anyhow::Result<Value> {
 }
 
 pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
-    let client = AdminClient::new(&args.admin, args.token.as_deref());
+    let client = args.target.client();
     let path = if args.wait_all {
         "/jwt-revocations?wait=all"
     } else {
