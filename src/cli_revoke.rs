@@ -8,7 +8,6 @@ use anyhow::bail;
 use clap::{ArgGroup, Args};
 use serde_json::{json, Map, Value};
 
-
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("what").required(true).args(["jti", "jwt", "consumer", "credential"])))]
 pub struct RevokeArgs {
