@@ -2,13 +2,14 @@
 //! credential behind a jwt-protected route, a stream of tokens revoked by
 //! `jti` through every node in turn, and the rule the checker enforces: a
 //! token whose revocation was acknowledged is never accepted again by a
-//! node connected to the majority once `GRACE` has passed, and by no node
-//! at all after the scenario heals.
+//! node connected to the majority once `GRACE` has passed (for a node
+//! rejoining after a partition: `GRACE` after it rejoined, since a node cut
+//! off cannot learn of it), and by no node at all after the scenario heals.
 //!
 //! Tokens are signed here by hand (HMAC-SHA256 over base64url segments),
 //! independently of the gateway's verifier.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -101,7 +102,8 @@ fn accepted(http: &reqwest::blocking::Client, proxy_port: u16, token: &str) -> b
 pub fn spawn(
     cluster: &Cluster,
     scenario: &str,
-    unreachable: [Down; 2],
+    down: Down,
+    cut_off: Down,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<RevocationHistory>>,
 ) -> JoinHandle<()> {
@@ -119,8 +121,11 @@ pub fn spawn(
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
+        // When each node was last seen cut off: a node rejoining the
+        // majority is judged only once it has had GRACE to catch up.
+        let mut last_cut_off: HashMap<u64, Instant> = HashMap::new();
         let connected = || -> Vec<(u64, u16, u16)> {
-            let out: BTreeSet<u64> = unreachable
+            let out: BTreeSet<u64> = [&down, &cut_off]
                 .iter()
                 .flat_map(|d| d.lock().unwrap().clone())
                 .collect();
@@ -156,6 +161,9 @@ pub fn spawn(
                     .push(Revocation { jti, status });
             }
             i += 1;
+            for id in cut_off.lock().unwrap().iter() {
+                last_cut_off.insert(*id, Instant::now());
+            }
             // The three latest revocations past their grace period.
             let due: Vec<&(String, Instant)> = acked
                 .iter()
@@ -165,7 +173,10 @@ pub fn spawn(
                 .collect();
             for (jti, at) in due {
                 let token = token(jti);
-                for (id, _, proxy_port) in connected() {
+                let judged = connected()
+                    .into_iter()
+                    .filter(|(id, _, _)| last_cut_off.get(id).is_none_or(|t| t.elapsed() >= GRACE));
+                for (id, _, proxy_port) in judged {
                     let taken = accepted(&proxy, proxy_port, &token);
                     // Cut off while the request was in flight: not judged.
                     if taken && connected().iter().any(|(n, _, _)| *n == id) {

@@ -110,7 +110,8 @@ impl Workload {
         threads.push(revocations::spawn(
             cluster,
             scenario,
-            [down.clone(), cut_off],
+            down.clone(),
+            cut_off,
             stop.clone(),
             revoked.clone(),
         ));
