@@ -150,10 +150,11 @@ const INVALID: Option<&str> = Some("Bearer error=\"invalid_token\"");
 #[test]
 fn auth_plugins_and_cluster_wide_revocation() {
     // An independent signer must be present: fail loudly, not skip.
-    let keys = sign(&json!({"keys": {
-        "rsa": "rsa", "ec256": "ec256", "ec384": "ec384", "ed": "ed25519"
+    let spec = sign(&json!({"keys": {
+        "rsa": "rsa", "ec256": "ec256", "ec384": "ec384", "ec521": "ec521",
+        "ec521b": "ec521", "ed": "ed25519"
     }}));
-    let _ = keys;
+    let public = &spec["public"];
 
     let mut c = Cluster::start(3, &[]);
     let port = common::free_port();
@@ -168,10 +169,6 @@ fn auth_plugins_and_cluster_wide_revocation() {
     );
 
     // --- configuration, all through node 1 -------------------------------
-    let spec = sign(&json!({"keys": {
-        "rsa": "rsa", "ec256": "ec256", "ec384": "ec384", "ed": "ed25519"
-    }}));
-    let public = &spec["public"];
     admin(
         &c,
         1,
@@ -270,6 +267,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
         json!({"key": "a-ps384", "algorithm": "PS384", "rsa_public_key": public["rsa"]}),
         json!({"key": "a-es256", "algorithm": "ES256", "rsa_public_key": public["ec256"]}),
         json!({"key": "a-es384", "algorithm": "ES384", "rsa_public_key": public["ec384"]}),
+        json!({"key": "a-es512", "algorithm": "ES512", "rsa_public_key": public["ec521"]}),
         json!({"key": "a-ed", "algorithm": "EdDSA", "rsa_public_key": public["ed"]}),
         // base64 secret of the bytes "raw secret bytes!"; and one that
         // is not base64 at all.
@@ -328,6 +326,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
         ("PS384", "a-ps384", k("rsa")),
         ("ES256", "a-es256", k("ec256")),
         ("ES384", "a-es384", k("ec384")),
+        ("ES512", "a-es512", k("ec521")),
         ("EdDSA", "a-ed", k("ed")),
     ] {
         tok(alg, alg, signer, json!({"iss": key}));
@@ -343,6 +342,18 @@ fn auth_plugins_and_cluster_wide_revocation() {
     tok("ghost-iss", "HS256", sec("s256"), json!({"iss": "ghost"}));
     tok("rs-as-hs", "HS256", sec("s256"), json!({"iss": "a-rs256"}));
     tok("ps-as-rs", "RS256", k("rsa"), json!({"iss": "a-ps256"}));
+    tok(
+        "es512-as-es256",
+        "ES512",
+        k("ec521"),
+        json!({"iss": "a-es256"}),
+    );
+    tok(
+        "es512-other-key",
+        "ES512",
+        k("ec521b"),
+        json!({"iss": "a-es512"}),
+    );
     tok(
         "expired",
         "HS256",
@@ -420,7 +431,8 @@ fn auth_plugins_and_cluster_wide_revocation() {
 
     // --- jwt: every algorithm family, upstream headers ----------------------
     for alg in [
-        "HS256", "HS384", "HS512", "RS256", "RS512", "PS256", "PS384", "ES256", "ES384", "EdDSA",
+        "HS256", "HS384", "HS512", "RS256", "RS512", "PS256", "PS384", "ES256", "ES384", "ES512",
+        "EdDSA",
     ] {
         let r = get(&c, 1, "/jwt", &[("authorization", &bearer(&tk(alg)))]);
         assert_eq!(r.status, 200, "{alg}: {:?}", r.body);
@@ -481,7 +493,9 @@ fn auth_plugins_and_cluster_wide_revocation() {
         (tk("ghost-iss"), "No credentials found for given 'iss'"),
         (tk("rs-as-hs"), "Invalid algorithm"),
         (tk("ps-as-rs"), "Invalid algorithm"),
+        (tk("es512-as-es256"), "Invalid algorithm"),
         (tk("wrong-secret"), "Invalid signature"),
+        (tk("es512-other-key"), "Invalid signature"),
     ];
     for (token, message) in &cases {
         let r = get(&c, 1, "/jwt", &[("authorization", &bearer(token))]);
