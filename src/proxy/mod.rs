@@ -14,6 +14,7 @@ pub mod errors;
 pub mod forward;
 pub mod health;
 pub mod listener;
+pub mod peek;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tls;
