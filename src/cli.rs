@@ -257,6 +257,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    tokio::spawn(store.clone().run_catch_up());
     tokio::spawn(store.clone().run_revocation_purge(Duration::from_secs(60)));
     let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
     let access_log = crate::observe::access_log::AccessLog::open(&settings.access_log)

@@ -371,3 +371,54 @@ fn readiness_and_status() {
     let text = metrics_text(&c, 1);
     assert!(text.contains("raftgate_raft_has_leader 0"), "{text}");
 }
+
+/// Readiness of a node whose state is behind the cluster's: node 3 misses
+/// writes while it is down, then comes back while the other two are down.
+/// Its log and state are older than what the cluster committed and,
+/// having heard from no leader since it started, it cannot know by how
+/// much: it must not be ready (though live). Once its peers are back it
+/// catches up, and when it first answers ready it holds what it missed.
+#[test]
+fn a_restarted_node_is_not_ready_until_it_has_caught_up() {
+    let mut c = Cluster::start(3, &[]);
+    c.node_mut(3).stop();
+    for i in 0..20 {
+        let (s, b) = c.create_service(1, &format!("missed-{i}"));
+        assert_eq!(s, 201, "{b}");
+    }
+    c.node_mut(1).stop();
+    c.node_mut(2).stop();
+    c.restart(3);
+    let status3 = c.node(3).status;
+    let node3 = move |p: &str| format!("http://127.0.0.1:{status3}{p}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.get(&node3("/status/live")).0 != 200 {
+        assert!(Instant::now() < deadline, "node 3 never live");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..30 {
+        let (s, b) = c.get(&node3("/status/ready"));
+        assert_eq!(
+            s,
+            503,
+            "a node behind the cluster answered ready: {b} {} {}",
+            c.get(&node3("/status")).1,
+            c.cluster_view(3)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, status) = c.get(&node3("/status"));
+    assert_eq!(status["ready"], false, "{status}");
+    let (s, _) = c.get(&c.node(3).admin_url("/services/missed-19"));
+    assert_eq!(s, 404, "node 3 is indeed behind");
+
+    c.restart(1);
+    c.restart(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.get(&node3("/status/ready")).0 != 200 {
+        assert!(Instant::now() < deadline, "node 3 never caught up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, b) = c.get(&c.node(3).admin_url("/services/missed-19"));
+    assert_eq!(s, 200, "ready before holding the writes it missed: {b}");
+}

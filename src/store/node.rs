@@ -89,6 +89,9 @@ struct Inner {
     db: sled::Db,
     /// When a leader's append (or heartbeat) last reached this node.
     leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set once, when this process first saw its state current with the
+    /// cluster's (`run_catch_up`); never cleared.
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 fn raft_config(snapshot_every: u64) -> Config {
@@ -147,6 +150,7 @@ impl Store {
                 applied,
                 db: db_handle,
                 leader_contact: std::sync::Mutex::new(None),
+                caught_up: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -395,9 +399,24 @@ impl Store {
         Err(WriteError::Unavailable(last_error))
     }
 
-    /// True once this node is a member and has applied everything it knows
-    /// to be committed.
+    /// True once this node is a member and has applied the cluster's state.
+    ///
+    /// A node's own log and state say nothing of what the cluster
+    /// committed while it was away: after a restart they are as old as its
+    /// last stop, and a node that led before comes back believing it still
+    /// leads. So readiness first needs this process to have seen its state
+    /// current once (`run_catch_up`: a read index from a leader a quorum
+    /// follows, then applied that far). After that, it needs what the node
+    /// knows to be committed applied; a node cut off from its peers keeps
+    /// that verdict and stays ready to proxy with the state it has.
     pub fn is_ready(&self) -> bool {
+        if !self
+            .inner
+            .caught_up
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let member = metrics
             .membership_config
@@ -405,13 +424,34 @@ impl Store {
             .get_node(&self.node_id())
             .is_some();
         let applied = metrics.last_applied.as_ref().map(|l| l.index);
-        // The leader's commit index when known: a node that has not caught
-        // up with it is not ready; one cut off keeps its last verdict.
         let committed = std::cmp::max(
             metrics.local_committed.as_ref().map(|l| l.index),
             metrics.cluster_committed.as_ref().map(|l| l.index),
         );
         member && applied >= committed && applied.is_some()
+    }
+
+    /// Runs once after start, until this node has applied the cluster's
+    /// state as a leader confirmed by a quorum reports it (its read
+    /// index); then readiness may be granted. Each try is bounded: a node
+    /// that believes it still leads may wait on a quorum that never
+    /// answers until a real leader shows up.
+    pub async fn run_catch_up(self) {
+        const TRY: Duration = Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout(TRY, Backend::linearizable_barrier(&self)).await {
+                Ok(Ok(())) => {
+                    self.inner
+                        .caught_up
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!("caught up with the cluster's state");
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "not caught up yet"),
+                Err(_) => tracing::debug!("not caught up yet: no answer from a leader"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Records that a leader's append entries reached this node.
