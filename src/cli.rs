@@ -312,6 +312,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let proxy = crate::proxy::Proxy::bind_observed(proxy_settings, states, observer)
         .await
         .with_context(|| format!("binding the proxy on {}", settings.proxy_listen))?;
+    store.set_enforced_source(proxy.published_version());
     listeners_up.store(true, std::sync::atomic::Ordering::Release);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let proxy_task = tokio::spawn(proxy.run(async move {

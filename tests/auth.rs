@@ -546,6 +546,15 @@ fn auth_plugins_and_cluster_wide_revocation() {
         sec("not*base64*at*all"),
         json!({"iss": "a-notb64"}),
     );
+    for i in 0..30 {
+        let name = format!("w{i}");
+        tok(
+            &name,
+            "HS256",
+            sec("my-secret-key"),
+            json!({"iss": seed_key, "jti": name, "iat": t}),
+        );
+    }
     for (name, jti, iat) in [
         ("m1", "m1", t),
         ("m2", "m2", t),
@@ -845,6 +854,18 @@ fn auth_plugins_and_cluster_wide_revocation() {
             !revoked(&c, node, "m2"),
             "node {node}: other token of the consumer"
         );
+    }
+    // ?wait=all means enforced by every proxy at the answer, every time
+    // (applied is not enough: a proxy serves a state once compiled).
+    for i in 0..30u64 {
+        let name = format!("w{i}");
+        let url = c.node(1 + i % 3).admin_url("/jwt-revocations?wait=all");
+        let (status, answer) = c.post(&url, &json!({ "jti": name }));
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["wait"]["all_applied"], true, "{answer}");
+        for node in 1..=3 {
+            assert!(revoked(&c, node, &name), "node {node} accepts {name}");
+        }
     }
     // By whole token through node 3 (stored as a hash only).
     let (status, answer) = c.post(

@@ -92,6 +92,8 @@ struct Inner {
     /// Set once, when this process first saw its state current with the
     /// cluster's (`run_catch_up`); never cleared.
     caught_up: std::sync::atomic::AtomicBool,
+    /// The state version the data plane serves, when one is attached.
+    enforced: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn raft_config(snapshot_every: u64) -> Config {
@@ -151,6 +153,7 @@ impl Store {
                 db: db_handle,
                 leader_contact: std::sync::Mutex::new(None),
                 caught_up: std::sync::atomic::AtomicBool::new(false),
+                enforced: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -454,6 +457,20 @@ impl Store {
         }
     }
 
+    /// Attaches the data plane's served state version (`Proxy::published_version`).
+    pub fn set_enforced_source(&self, version: Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.inner.enforced.set(version);
+    }
+
+    /// The state version this node enforces: the data plane's, when one is
+    /// attached, else the applied state's.
+    pub fn enforced_version(&self) -> u64 {
+        match self.inner.enforced.get() {
+            Some(v) => v.load(std::sync::atomic::Ordering::Acquire),
+            None => self.inner.applied.borrow().state.version(),
+        }
+    }
+
     /// Records that a leader's append entries reached this node.
     pub fn note_leader_contact(&self) {
         let mut at = self
@@ -696,13 +713,11 @@ impl Backend for Store {
     }
 
     async fn wait_all_applied(&self, timeout: Duration) -> Result<Vec<u64>, WriteError> {
-        let target = self
-            .inner
-            .applied
-            .borrow()
-            .last_applied
-            .as_ref()
-            .map_or(0, |l| l.index);
+        // Applied is not enforced: each node's proxy serves a state once it
+        // has compiled it. So the wait is on the state version every node's
+        // data plane serves (the same on every node for the same log),
+        // this node's included.
+        let target = self.inner.applied.borrow().state.version();
         let members: Vec<(NodeId, String)> = self
             .inner
             .raft
@@ -714,32 +729,34 @@ impl Backend for Store {
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
         let started = Instant::now();
-        let mut pending: Vec<(NodeId, String)> = members
-            .into_iter()
-            .filter(|(id, _)| *id != self.node_id())
-            .collect();
+        let mut pending = members;
         while !pending.is_empty() && started.elapsed() < timeout {
             let left = timeout.saturating_sub(started.elapsed());
             let asks = pending.iter().map(|(id, addr)| {
                 let client = self.inner.client.clone();
                 let addr = addr.clone();
                 let id = *id;
+                let local = (id == self.node_id()).then(|| self.enforced_version());
                 async move {
-                    let applied: Result<Option<u64>, CallError> = client
-                        .call(
-                            &addr,
-                            "/cluster/applied",
-                            &(),
-                            left.min(Duration::from_secs(1)),
-                        )
-                        .await;
-                    (id, matches!(applied, Ok(Some(i)) if i >= target))
+                    let enforced: Option<u64> = match local {
+                        Some(v) => Some(v),
+                        None => client
+                            .call(
+                                &addr,
+                                "/cluster/enforced",
+                                &(),
+                                left.min(Duration::from_secs(1)),
+                            )
+                            .await
+                            .ok(),
+                    };
+                    (id, enforced.is_some_and(|v| v >= target))
                 }
             });
             let answers = futures::future::join_all(asks).await;
             pending.retain(|(id, _)| !answers.iter().any(|(a, done)| a == id && *done));
             if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
         Ok(pending.into_iter().map(|(id, _)| id).collect())
