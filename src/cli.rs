@@ -231,6 +231,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    tokio::spawn(store.clone().run_catch_up());
     tokio::spawn(store.clone().run_revocation_purge(Duration::from_secs(60)));
     let probe: Arc<dyn NodeProbe> = Arc::new(StoreProbe(store.clone()));
     let access_log = crate::observe::access_log::AccessLog::open(&settings.access_log)
@@ -285,6 +286,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let proxy = crate::proxy::Proxy::bind_observed(proxy_settings, states, observer)
         .await
         .with_context(|| format!("binding the proxy on {}", settings.proxy_listen))?;
+    store.set_enforced_source(proxy.published_version());
     listeners_up.store(true, std::sync::atomic::Ordering::Release);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let proxy_task = tokio::spawn(proxy.run(async move {

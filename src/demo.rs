@@ -1,6 +1,7 @@
 //! Demo upstreams standing in for the seed's `user-service` and
 //! `account-service`: a small HTTP server that answers every request with a
-//! JSON description of it (service name, method, path, query, headers).
+//! JSON description of it (service name, method, path, query, headers,
+//! and the body's length and SHA-256, so tests can tell it arrived intact).
 //! Used by the local and Docker clusters and handy in tests.
 
 use std::convert::Infallible;
@@ -47,9 +48,13 @@ async fn echo(name: &str, peer: SocketAddr, req: Request<Incoming>) -> Response<
             )
         })
         .collect();
-    let body_len = match req.into_body().collect().await {
-        Ok(body) => body.to_bytes().len(),
-        Err(_) => 0,
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let body_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
     };
     let answer = serde_json::json!({
         "service": name,
@@ -57,7 +62,8 @@ async fn echo(name: &str, peer: SocketAddr, req: Request<Incoming>) -> Response<
         "path": path,
         "query": query,
         "headers": headers,
-        "body_bytes": body_len,
+        "body_bytes": body.len(),
+        "body_sha256": body_sha256,
         "client": peer.to_string(),
     });
     let mut resp = Response::new(Full::new(Bytes::from(answer.to_string())));

@@ -147,13 +147,149 @@ fn assert_message(r: &Resp, status: u16, message: &str, www: Option<&str>) {
 
 const INVALID: Option<&str> = Some("Bearer error=\"invalid_token\"");
 
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const KEY_REALM: Option<&str> = Some("Key realm=\"kong\"");
+
+/// POSTs `body` as `content_type` to node 1's `path`, with extra headers.
+fn post_body(
+    c: &Cluster,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> Resp {
+    let mut headers = vec![("content-type", content_type)];
+    headers.extend_from_slice(extra);
+    call(c, "POST", &c.node(1).proxy_url(path), &headers, body)
+}
+
+/// Asserts the upstream received exactly `body`.
+fn assert_upstream_body(r: &Resp, body: &str) {
+    assert_eq!(r.body["body_bytes"], body.len(), "{:?}", r.body);
+    assert_eq!(r.body["body_sha256"], sha256_hex(body.as_bytes()), "{body}");
+}
+
+/// A multipart/form-data body with boundary `b` and these text fields.
+fn multipart(b: &str, fields: &[(&str, &str)]) -> String {
+    let mut out = String::from("preamble\r\n");
+    for (name, value) in fields {
+        out.push_str(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    out.push_str(&format!("--{b}--\r\n"));
+    out
+}
+
+/// key-auth's `key_in_body` (routes /key-body and /key-body-hide): the key
+/// from a form, JSON or multipart field, Kong's messages, and the body
+/// reaching the upstream intact (or without the key with hide_credentials).
+fn key_in_body(c: &Cluster) {
+    let mp_type = "multipart/form-data; boundary=b0undary";
+    // Found in each encoding; the upstream gets the body byte for byte.
+    let form = "a=1&apikey=bob-key&b=%20two";
+    let json_body = r#"{"n": 1, "apikey": "bob-key", "s": "x"}"#;
+    let mp = multipart(
+        "b0undary",
+        &[("a", "1"), ("apikey", "bob-key"), ("z", "last")],
+    );
+    for (content_type, body) in [
+        (FORM, form),
+        ("application/json", json_body),
+        (mp_type, mp.as_str()),
+    ] {
+        let r = post_body(c, "/key-body", content_type, body, &[]);
+        assert_eq!(r.status, 200, "{content_type}: {:?}", r.body);
+        assert_eq!(r.upstream("x-consumer-username"), Some("bob"));
+        assert_upstream_body(&r, body);
+    }
+    // A header comes before the body; both reach the upstream unchanged.
+    let r = post_body(
+        c,
+        "/key-body",
+        FORM,
+        "apikey=wrong",
+        &[("apikey", "bob-key")],
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.upstream("apikey"), Some("bob-key"));
+    assert_upstream_body(&r, "apikey=wrong");
+    // Kong's messages.
+    let r = post_body(c, "/key-body", FORM, "apikey=bob-key&apikey=x", &[]);
+    assert_message(&r, 401, "Duplicate API key found", KEY_REALM);
+    let r = post_body(
+        c,
+        "/key-body",
+        "application/json",
+        r#"{"apikey": ["bob-key"]}"#,
+        &[],
+    );
+    assert_message(&r, 401, "Duplicate API key found", KEY_REALM);
+    let r = post_body(c, "/key-body", FORM, "apikey=wrong", &[]);
+    assert_message(&r, 401, "Unauthorized", KEY_REALM);
+    for (content_type, body) in [
+        ("text/plain", "apikey=bob-key"),
+        ("application/json", r#"{"apikey": 5}"#),
+        ("application/json", r#"{"apikey": "bob-key""#),
+        (FORM, "a=1"),
+        (FORM, ""),
+    ] {
+        let r = post_body(c, "/key-body", content_type, body, &[]);
+        assert_message(&r, 401, "No API key found in request", KEY_REALM);
+    }
+    let r = get(c, 1, "/key-body", &[]);
+    assert_message(&r, 401, "No API key found in request", KEY_REALM);
+    // key_in_body is off by default: the body is not searched.
+    let r = post_body(c, "/key", FORM, "apikey=bob-key", &[]);
+    assert_message(&r, 401, "No API key found in request", KEY_REALM);
+
+    // hide_credentials: the field leaves the body, the rest is untouched.
+    let r = post_body(c, "/key-body-hide", FORM, form, &[]);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_upstream_body(&r, "a=1&b=%20two");
+    assert_eq!(r.upstream("content-length"), Some("12"));
+    let r = post_body(c, "/key-body-hide", mp_type, &mp, &[]);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_upstream_body(&r, &multipart("b0undary", &[("a", "1"), ("z", "last")]));
+    let r = post_body(c, "/key-body-hide", "application/json", json_body, &[]);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_upstream_body(&r, r#"{"n":1,"s":"x"}"#);
+    // Found in a header, the name still leaves the body (as in Kong).
+    let r = post_body(
+        c,
+        "/key-body-hide",
+        FORM,
+        "apikey=other&z=1",
+        &[("apikey", "bob-key")],
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.upstream("x-consumer-username"), Some("bob"));
+    assert_eq!(r.upstream("apikey"), None);
+    assert_upstream_body(&r, "z=1");
+    // A body without the field goes on as it came.
+    let r = post_body(
+        c,
+        "/key-body-hide",
+        FORM,
+        "z=1&y=2",
+        &[("apikey", "bob-key")],
+    );
+    assert_upstream_body(&r, "z=1&y=2");
+}
+
 #[test]
 fn auth_plugins_and_cluster_wide_revocation() {
     // An independent signer must be present: fail loudly, not skip.
-    let keys = sign(&json!({"keys": {
-        "rsa": "rsa", "ec256": "ec256", "ec384": "ec384", "ed": "ed25519"
+    let spec = sign(&json!({"keys": {
+        "rsa": "rsa", "ec256": "ec256", "ec384": "ec384", "ec521": "ec521",
+        "ec521b": "ec521", "ed": "ed25519"
     }}));
-    let _ = keys;
+    let public = &spec["public"];
 
     let mut c = Cluster::start(3, &[]);
     let port = common::free_port();
@@ -168,10 +304,6 @@ fn auth_plugins_and_cluster_wide_revocation() {
     );
 
     // --- configuration, all through node 1 -------------------------------
-    let spec = sign(&json!({"keys": {
-        "rsa": "rsa", "ec256": "ec256", "ec384": "ec384", "ed": "ed25519"
-    }}));
-    let public = &spec["public"];
     admin(
         &c,
         1,
@@ -211,6 +343,15 @@ fn auth_plugins_and_cluster_wide_revocation() {
         (
             "key",
             vec![json!({"name": "key-auth", "config": {"hide_credentials": true}})],
+        ),
+        (
+            "key-body",
+            vec![json!({"name": "key-auth", "config": {"key_in_body": true}})],
+        ),
+        (
+            "key-body-hide",
+            vec![json!({"name": "key-auth", "config": {
+                "key_in_body": true, "hide_credentials": true}})],
         ),
         (
             "acl",
@@ -270,6 +411,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
         json!({"key": "a-ps384", "algorithm": "PS384", "rsa_public_key": public["rsa"]}),
         json!({"key": "a-es256", "algorithm": "ES256", "rsa_public_key": public["ec256"]}),
         json!({"key": "a-es384", "algorithm": "ES384", "rsa_public_key": public["ec384"]}),
+        json!({"key": "a-es512", "algorithm": "ES512", "rsa_public_key": public["ec521"]}),
         json!({"key": "a-ed", "algorithm": "EdDSA", "rsa_public_key": public["ed"]}),
         // base64 secret of the bytes "raw secret bytes!"; and one that
         // is not base64 at all.
@@ -328,6 +470,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
         ("PS384", "a-ps384", k("rsa")),
         ("ES256", "a-es256", k("ec256")),
         ("ES384", "a-es384", k("ec384")),
+        ("ES512", "a-es512", k("ec521")),
         ("EdDSA", "a-ed", k("ed")),
     ] {
         tok(alg, alg, signer, json!({"iss": key}));
@@ -343,6 +486,18 @@ fn auth_plugins_and_cluster_wide_revocation() {
     tok("ghost-iss", "HS256", sec("s256"), json!({"iss": "ghost"}));
     tok("rs-as-hs", "HS256", sec("s256"), json!({"iss": "a-rs256"}));
     tok("ps-as-rs", "RS256", k("rsa"), json!({"iss": "a-ps256"}));
+    tok(
+        "es512-as-es256",
+        "ES512",
+        k("ec521"),
+        json!({"iss": "a-es256"}),
+    );
+    tok(
+        "es512-other-key",
+        "ES512",
+        k("ec521b"),
+        json!({"iss": "a-es512"}),
+    );
     tok(
         "expired",
         "HS256",
@@ -391,6 +546,15 @@ fn auth_plugins_and_cluster_wide_revocation() {
         sec("not*base64*at*all"),
         json!({"iss": "a-notb64"}),
     );
+    for i in 0..30 {
+        let name = format!("w{i}");
+        tok(
+            &name,
+            "HS256",
+            sec("my-secret-key"),
+            json!({"iss": seed_key, "jti": name, "iat": t}),
+        );
+    }
     for (name, jti, iat) in [
         ("m1", "m1", t),
         ("m2", "m2", t),
@@ -420,7 +584,8 @@ fn auth_plugins_and_cluster_wide_revocation() {
 
     // --- jwt: every algorithm family, upstream headers ----------------------
     for alg in [
-        "HS256", "HS384", "HS512", "RS256", "RS512", "PS256", "PS384", "ES256", "ES384", "EdDSA",
+        "HS256", "HS384", "HS512", "RS256", "RS512", "PS256", "PS384", "ES256", "ES384", "ES512",
+        "EdDSA",
     ] {
         let r = get(&c, 1, "/jwt", &[("authorization", &bearer(&tk(alg)))]);
         assert_eq!(r.status, 200, "{alg}: {:?}", r.body);
@@ -481,7 +646,9 @@ fn auth_plugins_and_cluster_wide_revocation() {
         (tk("ghost-iss"), "No credentials found for given 'iss'"),
         (tk("rs-as-hs"), "Invalid algorithm"),
         (tk("ps-as-rs"), "Invalid algorithm"),
+        (tk("es512-as-es256"), "Invalid algorithm"),
         (tk("wrong-secret"), "Invalid signature"),
+        (tk("es512-other-key"), "Invalid signature"),
     ];
     for (token, message) in &cases {
         let r = get(&c, 1, "/jwt", &[("authorization", &bearer(token))]);
@@ -602,6 +769,7 @@ fn auth_plugins_and_cluster_wide_revocation() {
         r.body["query"], "x=1",
         "hide_credentials strips the query key"
     );
+    key_in_body(&c);
     let r = get(&c, 1, "/acl", &[("apikey", "alice-key")]);
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream("x-consumer-groups"), Some("gold"));
@@ -686,6 +854,18 @@ fn auth_plugins_and_cluster_wide_revocation() {
             !revoked(&c, node, "m2"),
             "node {node}: other token of the consumer"
         );
+    }
+    // ?wait=all means enforced by every proxy at the answer, every time
+    // (applied is not enough: a proxy serves a state once compiled).
+    for i in 0..30u64 {
+        let name = format!("w{i}");
+        let url = c.node(1 + i % 3).admin_url("/jwt-revocations?wait=all");
+        let (status, answer) = c.post(&url, &json!({ "jti": name }));
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["wait"]["all_applied"], true, "{answer}");
+        for node in 1..=3 {
+            assert!(revoked(&c, node, &name), "node {node} accepts {name}");
+        }
     }
     // By whole token through node 3 (stored as a hash only).
     let (status, answer) = c.post(

@@ -53,9 +53,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
         node_id: u64,
     ) -> impl Future<Output = Result<serde_json::Value, WriteError>> + Send;
 
-    /// Waits until every live member (voters and learners) has applied
-    /// everything committed when called, or `timeout` passes; answers the
-    /// ids of the nodes that had not (empty: all had). Serves
+    /// Waits until every live member (voters and learners) enforces
+    /// everything this node had applied when called (its data plane serves
+    /// that state), or `timeout` passes; answers the ids of the nodes that
+    /// did not (empty: all did). Serves
     /// `POST /jwt-revocations?wait=all`. Stores that cannot tell say so.
     fn wait_all_applied(
         &self,

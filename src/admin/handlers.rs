@@ -224,13 +224,18 @@ fn get<B: Backend>(ctx: &Ctx<B>, scope: Scope) -> Result<Response, AdminError> {
 }
 
 async fn create<B: Backend>(ctx: &Ctx<B>, scope: Scope) -> Result<Response, AdminError> {
-    let decoded = ctx.decoded().await?;
-    let state = ctx.app.backend.state();
-    let parent = ctx.parent(&state, scope)?;
     let wait = match scope.kind {
         EntityKind::JwtRevocation => revocations::wait_request(&ctx.query)?,
         _ => None,
     };
+    if scope.kind == EntityKind::JwtRevocation
+        && revocations::is_batch(&ctx.parts.headers, &ctx.bytes)
+    {
+        return revocations::create_many(ctx, wait).await;
+    }
+    let decoded = ctx.decoded().await?;
+    let state = ctx.app.backend.state();
+    let parent = ctx.parent(&state, scope)?;
     let prepared = prepare(&state, scope.kind, decoded, Mode::Create, parent, now())?;
     let mut entity = commit(ctx, prepared, true).await?;
     if let Some(timeout) = wait {

@@ -12,6 +12,11 @@
 //! Decoding keys are parsed once per change of the jwt credentials (the
 //! compiled `Keys` are shared by every instance and by successive configs
 //! that did not touch a credential), never per request.
+//!
+//! Signatures are checked by `jsonwebtoken`, except ES512 (ECDSA on P-521
+//! with SHA-512), which that crate lacks: RustCrypto's `p521` checks it,
+//! with the key read from `rsa_public_key` as Kong does for every non-HS
+//! algorithm.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -37,7 +42,43 @@ struct CompiledCredential {
     algorithm: String,
     /// `None` when the credential has no usable secret or public key
     /// ("Invalid key/secret"), or names an algorithm we cannot verify.
-    key: Option<(Algorithm, DecodingKey)>,
+    key: Option<Verifier>,
+}
+
+/// How one credential's signatures are checked.
+enum Verifier {
+    /// Every algorithm `jsonwebtoken` implements.
+    Jose(Algorithm, DecodingKey),
+    /// ES512: ECDSA on P-521 with SHA-512.
+    Es512(p521::ecdsa::VerifyingKey),
+}
+
+impl Verifier {
+    /// Whether `signature` (base64url, as in the token) signs `signed`.
+    fn verify(&self, signature: &str, signed: &[u8]) -> bool {
+        match self {
+            Verifier::Jose(alg, key) => {
+                jsonwebtoken::crypto::verify(signature, signed, key, *alg).unwrap_or(false)
+            }
+            Verifier::Es512(key) => {
+                use p521::ecdsa::signature::Verifier as _;
+                // JWS carries R || S, 66 bytes each (RFC 7518 §3.4).
+                let Ok(raw) = URL_SAFE_NO_PAD.decode(signature.trim_end_matches('=')) else {
+                    return false;
+                };
+                let Ok(sig) = p521::ecdsa::Signature::from_slice(&raw) else {
+                    return false;
+                };
+                key.verify(signed, &sig).is_ok()
+            }
+        }
+    }
+}
+
+/// An ES512 public key from PEM (SubjectPublicKeyInfo of a P-521 key).
+fn es512_key(pem: &str) -> Option<p521::ecdsa::VerifyingKey> {
+    use p521::pkcs8::DecodePublicKey;
+    p521::ecdsa::VerifyingKey::from_public_key_pem(pem.trim()).ok()
 }
 
 type Keys = HashMap<String, CompiledCredential>;
@@ -168,30 +209,37 @@ fn compile_keys(state: &State, secret_is_base64: bool) -> Keys {
         let Entity::JwtCredential(c) = e else {
             continue;
         };
-        let key = algorithm(&c.algorithm).and_then(|alg| {
-            let key = match alg {
-                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                    let secret = c.secret.as_deref()?;
-                    if secret_is_base64 {
-                        let bytes = STANDARD
-                            .decode(secret)
-                            .or_else(|_| URL_SAFE_NO_PAD.decode(secret.trim_end_matches('=')))
-                            .ok()?;
-                        DecodingKey::from_secret(&bytes).ok()?
-                    } else {
-                        DecodingKey::from_secret(secret.as_bytes()).ok()?
+        let key = if c.algorithm == ES512 {
+            c.rsa_public_key
+                .as_deref()
+                .and_then(es512_key)
+                .map(Verifier::Es512)
+        } else {
+            algorithm(&c.algorithm).and_then(|alg| {
+                let key = match alg {
+                    Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                        let secret = c.secret.as_deref()?;
+                        if secret_is_base64 {
+                            let bytes = STANDARD
+                                .decode(secret)
+                                .or_else(|_| URL_SAFE_NO_PAD.decode(secret.trim_end_matches('=')))
+                                .ok()?;
+                            DecodingKey::from_secret(&bytes).ok()?
+                        } else {
+                            DecodingKey::from_secret(secret.as_bytes()).ok()?
+                        }
                     }
-                }
-                Algorithm::ES256 | Algorithm::ES384 => {
-                    DecodingKey::from_ec_pem(c.rsa_public_key.as_deref()?.as_bytes()).ok()?
-                }
-                Algorithm::EdDSA => {
-                    DecodingKey::from_ed_pem(c.rsa_public_key.as_deref()?.as_bytes()).ok()?
-                }
-                _ => DecodingKey::from_rsa_pem(c.rsa_public_key.as_deref()?.as_bytes()).ok()?,
-            };
-            Some((alg, key))
-        });
+                    Algorithm::ES256 | Algorithm::ES384 => {
+                        DecodingKey::from_ec_pem(c.rsa_public_key.as_deref()?.as_bytes()).ok()?
+                    }
+                    Algorithm::EdDSA => {
+                        DecodingKey::from_ed_pem(c.rsa_public_key.as_deref()?.as_bytes()).ok()?
+                    }
+                    _ => DecodingKey::from_rsa_pem(c.rsa_public_key.as_deref()?.as_bytes()).ok()?,
+                };
+                Some(Verifier::Jose(alg, key))
+            })
+        };
         keys.insert(
             c.key.clone(),
             CompiledCredential {
@@ -205,8 +253,15 @@ fn compile_keys(state: &State, secret_is_base64: bool) -> Keys {
     keys
 }
 
-/// The algorithms we verify, by their JOSE names. (Kong also lists
-/// ES512, which the verifying crate lacks: such tokens get "invalid alg".)
+const ES512: &str = "ES512";
+
+/// Whether `name` is an algorithm Kong (and so this plugin) verifies.
+fn known_algorithm(name: &str) -> bool {
+    name == ES512 || algorithm(name).is_some()
+}
+
+/// The algorithms `jsonwebtoken` verifies, by their JOSE names (ES512 is
+/// handled apart, see `Verifier`).
 fn algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "HS256" => Algorithm::HS256,
@@ -261,11 +316,11 @@ fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
             return Err("Bad token; invalid typ");
         }
     }
-    let alg = header
+    let known = header
         .get("alg")
         .and_then(Value::as_str)
-        .and_then(algorithm);
-    if alg.is_none() {
+        .is_some_and(known_algorithm);
+    if !known {
         return Err("Bad token; invalid alg");
     }
     Ok(Decoded {
@@ -347,13 +402,10 @@ impl Jwt {
         if jwt.header.get("alg").and_then(Value::as_str) != Some(cred.algorithm.as_str()) {
             return Err(Failure::Message("Invalid algorithm", true));
         }
-        let Some((alg, decoding)) = &cred.key else {
+        let Some(verifier) = &cred.key else {
             return Err(Failure::Message("Invalid key/secret", true));
         };
-        let valid =
-            jsonwebtoken::crypto::verify(jwt.signature, jwt.signed.as_bytes(), decoding, *alg)
-                .unwrap_or(false);
-        if !valid {
+        if !verifier.verify(jwt.signature, jwt.signed.as_bytes()) {
             return Err(Failure::Message("Invalid signature", true));
         }
         self.check_claims(&jwt.claims)?;
@@ -490,6 +542,28 @@ mod tests {
         assert_eq!(d.signature, "sig");
         assert_eq!(d.claims["iss"], "k");
         assert!(ok.starts_with(d.signed) && ok[d.signed.len()..] == *".sig");
+    }
+
+    #[test]
+    fn es512_is_a_known_alg_and_its_signatures_are_checked() {
+        use p521::ecdsa::{signature::Signer, Signature, SigningKey};
+        use p521::elliptic_curve::Generate;
+        use p521::pkcs8::{EncodePublicKey, LineEnding};
+        let es = format!("{}.{}.s", part(json!({"alg":"ES512"})), part(json!({})));
+        assert!(decode(&es).is_ok());
+        let sk = SigningKey::generate();
+        let pem = sk
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let v = Verifier::Es512(es512_key(&pem).expect("a P-521 public key"));
+        let sig: Signature = sk.sign(b"h.c");
+        let b64 = URL_SAFE_NO_PAD.encode(sig.to_bytes());
+        assert!(v.verify(&b64, b"h.c"));
+        assert!(!v.verify(&b64, b"h.d"), "another message");
+        assert!(!v.verify(&b64[..b64.len() - 4], b"h.c"), "short signature");
+        assert!(!v.verify("!!", b"h.c"), "not base64url");
+        assert!(es512_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_none());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! A plugin is compiled once per config change from its entity's `config`
 //! (`PluginSpec::build`), then called on each request in phases:
-//! `access` (may answer early with a `Reply`), `request_body` (may wrap the
+//! `access` (may answer early with a `Reply`; a plugin that must look into
+//! the request body says so with `wants_body`, and the pipeline reads it
+//! first into `RequestCtx::body`), `request_body` (may wrap the
 //! streaming request body), `header_filter` (may edit the response head)
 //! and `log`. `Plugins::compile` indexes every enabled plugin entity by its
 //! scope; `Plugins::resolve` picks, for one plugin name, the most specific
@@ -15,6 +17,7 @@
 
 pub mod acl;
 pub mod auth_common;
+pub mod body_fields;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
@@ -83,6 +86,29 @@ impl std::fmt::Display for BodyRejected {
 
 impl std::error::Error for BodyRejected {}
 
+/// A request body read before the access phase (see `Plugin::wants_body`).
+#[derive(Clone, Debug, Default)]
+pub struct PeekedBody {
+    /// The whole body, or its first bytes when it is longer than the
+    /// pipeline reads ahead (`complete` is then false and the rest still
+    /// streams to the upstream after these bytes).
+    pub bytes: Bytes,
+    pub complete: bool,
+    /// Set by a plugin that replaced `bytes` (only a complete body may be
+    /// replaced); the upstream then gets the new body and its length.
+    pub modified: bool,
+}
+
+impl PeekedBody {
+    /// Replaces a complete body (e.g. without a credential field).
+    pub fn replace(&mut self, bytes: Bytes) {
+        if self.complete {
+            self.bytes = bytes;
+            self.modified = true;
+        }
+    }
+}
+
 /// The consumer an auth plugin identified.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConsumerInfo {
@@ -120,6 +146,9 @@ pub struct RequestCtx {
     pub authenticated_token: Option<String>,
     /// The decoded claims of that token, when it has any.
     pub token_claims: Option<serde_json::Value>,
+    /// The request body, when a plugin asked to read it in the access
+    /// phase (`Plugin::wants_body`); `None` otherwise.
+    pub body: Option<PeekedBody>,
     /// Typed scratch space for plugins to pass data between phases.
     pub extensions: http::Extensions,
 }
@@ -130,6 +159,13 @@ pub trait Plugin: Send + Sync + 'static {
     /// answer the client now and skip the upstream.
     fn access(&self, _ctx: &mut RequestCtx, _req: &mut http::request::Parts) -> Option<Reply> {
         None
+    }
+
+    /// Whether `access` needs the request body in `RequestCtx::body`. The
+    /// pipeline then reads it (up to a bound) before calling `access`, and
+    /// sends it upstream afterwards, whole, or as a plugin replaced it.
+    fn wants_body(&self, _ctx: &RequestCtx, _req: &http::request::Parts) -> bool {
+        false
     }
 
     /// Wraps the streaming request body (after `access` passed).

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod grpc;
 pub mod health;
 pub mod listener;
+pub mod peek;
 pub mod pipeline;
 pub mod snapshot;
 pub mod tls;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub observer: Arc<crate::observe::Observer>,
     compiler: Compiler,
     certs: Arc<tls::Resolver>,
+    /// `State::version` of the snapshot being served, set once it is.
+    published_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -90,6 +93,8 @@ impl Shared {
             "config published"
         );
         self.snapshot.store(Arc::new(snapshot));
+        self.published_version
+            .store(state.version(), std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -144,6 +149,7 @@ impl Proxy {
             observer,
             compiler: Compiler::default(),
             certs,
+            published_version: Arc::default(),
         };
         shared.http = listener::builder(&shared);
         let current = states.borrow_and_update().clone();
@@ -160,6 +166,12 @@ impl Proxy {
         self.http
             .local_addr()
             .unwrap_or_else(|_| self.shared.settings.listen)
+    }
+
+    /// The `State::version` the proxy serves: requests see a state's
+    /// entities (e.g. a revocation) once this has reached its version.
+    pub fn published_version(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.shared.published_version.clone()
     }
 
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {

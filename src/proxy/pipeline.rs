@@ -17,7 +17,7 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::grpc::{self, GatewayStatus};
 use super::listener::ConnInfo;
-use super::{aggregate, websocket, Shared};
+use super::{aggregate, peek, websocket, Shared};
 use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
 use crate::plugins::correlation_id::CorrelationIdValue;
@@ -122,10 +122,26 @@ pub async fn handle(
         ..RequestCtx::default()
     };
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
+    let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
+    let mut body = count_request_body(body, facts.bytes_in.clone());
     for i in 0..snap.plugins.len() {
         let Some(plugin) = snap.plugins.resolve(i, &ctx) else {
             continue;
         };
+        // A plugin that looks into the body gets it read ahead, once.
+        if ctx.body.is_none() && plugin.wants_body(&ctx, &parts) {
+            match peek::peek(body, peek::PEEK_LIMIT).await {
+                Ok((peeked, rest)) => {
+                    ctx.body = Some(peeked);
+                    body = rest;
+                }
+                Err(reply) => {
+                    return Ok(own_filtered(
+                        start, reply, ran, ctx, &shared, log_entry, facts,
+                    ));
+                }
+            }
+        }
         let answer = plugin.access(&mut ctx, &mut parts);
         ran.push(plugin);
         if let Some(reply) = answer {
@@ -134,8 +150,9 @@ pub async fn handle(
             ));
         }
     }
-    let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
-    let mut body = count_request_body(body, facts.bytes_in.clone());
+    if let Some(peeked) = ctx.body.take() {
+        body = peek::resume(peeked, body, &mut parts.headers);
+    }
     for plugin in &ran {
         body = plugin.request_body(&ctx, body);
     }

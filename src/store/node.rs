@@ -89,6 +89,11 @@ struct Inner {
     db: sled::Db,
     /// When a leader's append (or heartbeat) last reached this node.
     leader_contact: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Set once, when this process first saw its state current with the
+    /// cluster's (`run_catch_up`); never cleared.
+    caught_up: std::sync::atomic::AtomicBool,
+    /// The state version the data plane serves, when one is attached.
+    enforced: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn raft_config(snapshot_every: u64) -> Config {
@@ -147,6 +152,8 @@ impl Store {
                 applied,
                 db: db_handle,
                 leader_contact: std::sync::Mutex::new(None),
+                caught_up: std::sync::atomic::AtomicBool::new(false),
+                enforced: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -395,9 +402,24 @@ impl Store {
         Err(WriteError::Unavailable(last_error))
     }
 
-    /// True once this node is a member and has applied everything it knows
-    /// to be committed.
+    /// True once this node is a member and has applied the cluster's state.
+    ///
+    /// A node's own log and state say nothing of what the cluster
+    /// committed while it was away: after a restart they are as old as its
+    /// last stop, and a node that led before comes back believing it still
+    /// leads. So readiness first needs this process to have seen its state
+    /// current once (`run_catch_up`: a read index from a leader a quorum
+    /// follows, then applied that far). After that, it needs what the node
+    /// knows to be committed applied; a node cut off from its peers keeps
+    /// that verdict and stays ready to proxy with the state it has.
     pub fn is_ready(&self) -> bool {
+        if !self
+            .inner
+            .caught_up
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let member = metrics
             .membership_config
@@ -405,13 +427,48 @@ impl Store {
             .get_node(&self.node_id())
             .is_some();
         let applied = metrics.last_applied.as_ref().map(|l| l.index);
-        // The leader's commit index when known: a node that has not caught
-        // up with it is not ready; one cut off keeps its last verdict.
         let committed = std::cmp::max(
             metrics.local_committed.as_ref().map(|l| l.index),
             metrics.cluster_committed.as_ref().map(|l| l.index),
         );
         member && applied >= committed && applied.is_some()
+    }
+
+    /// Runs once after start, until this node has applied the cluster's
+    /// state as a leader confirmed by a quorum reports it (its read
+    /// index); then readiness may be granted. Each try is bounded: a node
+    /// that believes it still leads may wait on a quorum that never
+    /// answers until a real leader shows up.
+    pub async fn run_catch_up(self) {
+        const TRY: Duration = Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout(TRY, Backend::linearizable_barrier(&self)).await {
+                Ok(Ok(())) => {
+                    self.inner
+                        .caught_up
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!("caught up with the cluster's state");
+                    return;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "not caught up yet"),
+                Err(_) => tracing::debug!("not caught up yet: no answer from a leader"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Attaches the data plane's served state version (`Proxy::published_version`).
+    pub fn set_enforced_source(&self, version: Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.inner.enforced.set(version);
+    }
+
+    /// The state version this node enforces: the data plane's, when one is
+    /// attached, else the applied state's.
+    pub fn enforced_version(&self) -> u64 {
+        match self.inner.enforced.get() {
+            Some(v) => v.load(std::sync::atomic::Ordering::Acquire),
+            None => self.inner.applied.borrow().state.version(),
+        }
     }
 
     /// Records that a leader's append entries reached this node.
@@ -656,13 +713,11 @@ impl Backend for Store {
     }
 
     async fn wait_all_applied(&self, timeout: Duration) -> Result<Vec<u64>, WriteError> {
-        let target = self
-            .inner
-            .applied
-            .borrow()
-            .last_applied
-            .as_ref()
-            .map_or(0, |l| l.index);
+        // Applied is not enforced: each node's proxy serves a state once it
+        // has compiled it. So the wait is on the state version every node's
+        // data plane serves (the same on every node for the same log),
+        // this node's included.
+        let target = self.inner.applied.borrow().state.version();
         let members: Vec<(NodeId, String)> = self
             .inner
             .raft
@@ -674,32 +729,34 @@ impl Backend for Store {
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
         let started = Instant::now();
-        let mut pending: Vec<(NodeId, String)> = members
-            .into_iter()
-            .filter(|(id, _)| *id != self.node_id())
-            .collect();
+        let mut pending = members;
         while !pending.is_empty() && started.elapsed() < timeout {
             let left = timeout.saturating_sub(started.elapsed());
             let asks = pending.iter().map(|(id, addr)| {
                 let client = self.inner.client.clone();
                 let addr = addr.clone();
                 let id = *id;
+                let local = (id == self.node_id()).then(|| self.enforced_version());
                 async move {
-                    let applied: Result<Option<u64>, CallError> = client
-                        .call(
-                            &addr,
-                            "/cluster/applied",
-                            &(),
-                            left.min(Duration::from_secs(1)),
-                        )
-                        .await;
-                    (id, matches!(applied, Ok(Some(i)) if i >= target))
+                    let enforced: Option<u64> = match local {
+                        Some(v) => Some(v),
+                        None => client
+                            .call(
+                                &addr,
+                                "/cluster/enforced",
+                                &(),
+                                left.min(Duration::from_secs(1)),
+                            )
+                            .await
+                            .ok(),
+                    };
+                    (id, enforced.is_some_and(|v| v >= target))
                 }
             });
             let answers = futures::future::join_all(asks).await;
             pending.retain(|(id, _)| !answers.iter().any(|(a, done)| a == id && *done));
             if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
         Ok(pending.into_iter().map(|(id, _)| id).collect())

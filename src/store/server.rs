@@ -173,6 +173,7 @@ async fn dispatch(
                 .as_ref()
                 .map(|l| l.index),
         ),
+        "/cluster/enforced" => encoded(&store.enforced_version()),
         _ => plain(StatusCode::NOT_FOUND, "no such cluster endpoint"),
     })
 }

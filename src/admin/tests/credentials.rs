@@ -209,6 +209,63 @@ async fn revocation_by_jti_consumer_and_credential() {
 }
 
 #[tokio::test]
+async fn revocations_in_one_batch_all_or_none() {
+    let (app, fake) = app();
+    create(&app, "/consumers", json!({"username": "mobile-app"})).await;
+    let jwt = token(json!({"iss": "k", "exp": 4_000_000_000i64}));
+    let before = fake.writes();
+    let (status, answer) = json_req(
+        &app,
+        "POST",
+        "/jwt-revocations",
+        json!([{"jti": "b-1"}, {"token": jwt}, {"consumer": "mobile-app", "issued_before": 7}]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(fake.writes(), before + 1, "one command for the batch");
+    let data = answer["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[0]["jti"], "b-1");
+    assert_eq!(data[1]["token_sha256"], sha256_hex(&jwt));
+    assert!(!answer.to_string().contains(&jwt), "token stored in clear");
+    assert_eq!(data[2]["issued_before"], 7);
+    let (_, page) = get(&app, "/jwt-revocations").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 3);
+
+    // One bad element: nothing is written, and the error names its index.
+    let writes = fake.writes();
+    let (status, err) = json_req(
+        &app,
+        "POST",
+        "/jwt-revocations",
+        json!([{"jti": "b-2"}, {"jti": "b-3", "credential": "nope"}]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(err["fields"]["1"].is_object(), "{err}");
+    assert_eq!(fake.writes(), writes);
+    // An id already in use, or twice in the batch: Kong's primary key error.
+    let id = data[0]["id"].as_str().unwrap();
+    for body in [
+        json!([{"id": id, "jti": "again"}]),
+        json!([{"id": "8f4d3a1e-0000-4000-8000-000000000001", "jti": "x"},
+               {"id": "8f4d3a1e-0000-4000-8000-000000000001", "jti": "y"}]),
+    ] {
+        let (status, err) = json_req(&app, "POST", "/jwt-revocations", body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "as a single POST: {err}");
+        assert_eq!(err["name"], "primary key violation", "{err}");
+    }
+    let (status, _) = json_req(&app, "POST", "/jwt-revocations", json!([])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let too_many: Vec<Value> = (0..=crate::admin::revocations::MAX_BATCH)
+        .map(|i| json!({"jti": format!("j{i}")}))
+        .collect();
+    let (status, _) = json_req(&app, "POST", "/jwt-revocations", Value::Array(too_many)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(fake.writes(), writes);
+}
+
+#[tokio::test]
 async fn revocation_wait_all() {
     let (app, fake) = app();
     let (status, rev) = json_req(
