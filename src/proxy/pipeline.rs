@@ -137,7 +137,7 @@ pub async fn handle(
                 }
                 Err(reply) => {
                     return Ok(own_filtered(
-                        start, reply, ran, ctx, &shared, log_entry, facts,
+                        start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
                     ));
                 }
             }
