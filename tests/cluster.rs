@@ -270,10 +270,27 @@ fn a_declarative_config_of_megabytes_replicates_to_every_node() {
         })
         .collect();
     let doc = json!({"_format_version": "3.0", "consumers": consumers});
-    let (status, body) = cluster.post(
-        &cluster.node(follower).admin_url("/config"),
-        &json!({"config": doc.to_string()}),
-    );
+    // Not a latency test: a loaded debug build may take a while to apply it.
+    let http = common::client_with_token(None, Duration::from_secs(120));
+    let (status, body) = match http
+        .post(cluster.node(follower).admin_url("/config"))
+        .json(&json!({"config": doc.to_string()}))
+        .send()
+    {
+        Ok(r) => (r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+        Err(e) => (0, Value::String(e.to_string())),
+    };
+    if status != 201 {
+        for node in &cluster.nodes {
+            let log = node.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!(
+                "--- node {} log, newest first:\n{}",
+                node.id,
+                tail.join("\n")
+            );
+        }
+    }
     assert_eq!(
         status,
         201,
