@@ -113,14 +113,15 @@ impl ClusterClient {
 /// heartbeat interval (40 ms) as its deadline, enough for small entries but
 /// not for a multi-megabyte declarative config that the follower must
 /// receive, decode and fsync; without this allowance such an entry would
-/// time out and be resent forever. Small bodies get none, so a dead peer is
+/// time out and be resent forever (and a loaded machine may decode
+/// slowly: the allowance is generous). Small bodies get none, so a dead peer is
 /// still noticed at once.
 fn size_allowance(bytes: usize) -> Duration {
     const SMALL: usize = 64 * 1024;
     if bytes <= SMALL {
         return Duration::ZERO;
     }
-    Duration::from_secs(1) + Duration::from_millis((bytes / (1024 * 1024)) as u64 * 200)
+    Duration::from_secs(2) + Duration::from_millis((bytes / (1024 * 1024)) as u64 * 500)
 }
 
 #[cfg(test)]
@@ -131,7 +132,7 @@ mod tests {
     fn large_bodies_get_time_to_travel() {
         assert_eq!(size_allowance(1024), Duration::ZERO);
         assert_eq!(size_allowance(64 * 1024), Duration::ZERO);
-        assert_eq!(size_allowance(100 * 1024), Duration::from_secs(1));
-        assert_eq!(size_allowance(20 * 1024 * 1024), Duration::from_secs(5));
+        assert_eq!(size_allowance(100 * 1024), Duration::from_secs(2));
+        assert_eq!(size_allowance(20 * 1024 * 1024), Duration::from_secs(12));
     }
 }
