@@ -57,6 +57,9 @@ fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
     }
 }
 
+/// Longest wait for a follower to store entries sent to it.
+const APPEND_WITH_ENTRIES_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Peer {
     async fn rpc<Req, Resp>(
         &self,
@@ -85,7 +88,17 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.rpc("/raft/append", &req, option.hard_ttl()).await
+        // openraft gives every append the heartbeat interval (40 ms) as its
+        // budget. A heartbeat must fail that fast, but an append carrying
+        // entries (one may hold a 10,000-entity batch or a whole declarative
+        // config, decoded and fsynced by the follower) cannot always make
+        // it on a busy machine, and would then be retried forever.
+        let timeout = if req.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_WITH_ENTRIES_TIMEOUT)
+        };
+        self.rpc("/raft/append", &req, timeout).await
     }
 
     async fn vote(
