@@ -72,22 +72,31 @@ _conns = {}
 
 
 def request(port, method, path, body=None, headers=None, timeout=120):
-    """One request on a kept-alive connection per port; (status, json|text)."""
-    conn = _conns.get(port)
-    if conn is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        _conns[port] = conn
+    """One request on a kept-alive connection per port; (status, json|text).
+    A kept-alive connection the server closed while idle is reopened once."""
     data = json.dumps(body).encode() if body is not None else None
     h = {"content-type": "application/json"} if data is not None else {}
     h.update(headers or {})
-    try:
-        conn.request(method, path, body=data, headers=h)
-        resp = conn.getresponse()
-        text = resp.read()
-    except (http.client.HTTPException, OSError):
-        _conns.pop(port, None)
-        conn.close()
-        raise
+    for attempt in (1, 2):
+        conn = _conns.get(port)
+        reused = conn is not None
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            _conns[port] = conn
+        try:
+            conn.request(method, path, body=data, headers=h)
+            resp = conn.getresponse()
+            text = resp.read()
+            break
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            _conns.pop(port, None)
+            conn.close()
+            if not reused or attempt == 2:
+                raise
+        except (http.client.HTTPException, OSError):
+            _conns.pop(port, None)
+            conn.close()
+            raise
     try:
         return resp.status, json.loads(text) if text else None
     except ValueError:
@@ -119,21 +128,35 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
-def wrk(port, path, headers, duration):
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def wrk(port, path, headers, duration, pid):
+    """(requests/s, CPU microseconds the node at `pid` spent per request).
+    The second is far less sensitive than the first to whatever else the
+    machine runs at the time."""
     cmd = ["wrk", "-t2", "-c32", f"-d{duration}s"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
+    before = cpu_ticks(pid)
     out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True).stdout
-    rps = None
+    ticks = cpu_ticks(pid) - before
+    rps = total = None
     for line in out.splitlines():
         if "Non-2xx or 3xx responses" in line:
             raise SystemExit(f"wrk {path}: errors\n{out}")
         if line.startswith("Requests/sec:"):
             rps = float(line.split()[1])
-    if rps is None:
+        if "requests in" in line:
+            total = int(line.split()[0])
+    if rps is None or not total:
         raise SystemExit(out)
-    return rps
+    return rps, ticks * 1e6 / os.sysconf("SC_CLK_TCK") / total
 
 
 def main():
@@ -147,6 +170,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out")
     ap.add_argument("--keep", action="store_true", help="keep the nodes' data and logs")
+    ap.add_argument("--preload", help="LD_PRELOAD for the nodes (e.g. an allocator to compare)")
     args = ap.parse_args()
     if not os.access(args.bin, os.X_OK):
         raise SystemExit(f"{args.bin}: not found; cargo build --release first")
@@ -177,7 +201,9 @@ def main():
                  "--status-listen", f"127.0.0.1:{n.status}",
                  "--cluster-listen", f"127.0.0.1:{n.cluster}", "--initial-cluster", initial,
                  "--access-log", "off"],
-                stdout=n.log, stderr=n.log, env={**os.environ, "RUST_LOG": "warn"})
+                stdout=n.log, stderr=n.log,
+                env={**os.environ, "RUST_LOG": "warn",
+                     **({"LD_PRELOAD": args.preload} if args.preload else {})})
             procs.append(n.proc)
         for n in nodes:
             for _ in range(600):
@@ -228,20 +254,30 @@ def main():
             return None
 
         def throughput(label):
+            pid = nodes[0].proc.pid
             runs = {"none": [], "hs256": [], "rs256": []}
+            cpu = {"none": [], "hs256": [], "rs256": []}
+            targets = {"none": ("/open", {}),
+                       "hs256": ("/hs", {"authorization": f"Bearer {hs_token}"}),
+                       "rs256": ("/rs", {"authorization": f"Bearer {rs_token}"})}
             for _ in range(args.rounds):
-                runs["none"].append(wrk(nodes[0].proxy, "/open", {}, args.duration))
-                runs["hs256"].append(wrk(nodes[0].proxy, "/hs",
-                                         {"authorization": f"Bearer {hs_token}"}, args.duration))
-                runs["rs256"].append(wrk(nodes[0].proxy, "/rs",
-                                         {"authorization": f"Bearer {rs_token}"}, args.duration))
+                for k, (path, headers) in targets.items():
+                    rps, us = wrk(nodes[0].proxy, path, headers, args.duration, pid)
+                    runs[k].append(rps)
+                    cpu[k].append(us)
             med = {k: statistics.median(v) for k, v in runs.items()}
+            cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
             tp = {
                 "revocations_active": revocations(),
                 "rps_runs": {k: [round(x) for x in v] for k, v in runs.items()},
                 "rps_median": {k: round(v) for k, v in med.items()},
                 "hs256_ratio": round(med["hs256"] / med["none"], 3),
                 "rs256_ratio": round(med["rs256"] / med["none"], 3),
+                "cpu_us_per_request_runs": {k: [round(x, 1) for x in v] for k, v in cpu.items()},
+                "cpu_us_per_request_median": {k: round(v, 1) for k, v in cpu_med.items()},
+                # Throughput a CPU-bound node would reach, relative to no plugin.
+                "hs256_cpu_ratio": round(cpu_med["none"] / cpu_med["hs256"], 3),
+                "rs256_cpu_ratio": round(cpu_med["none"] / cpu_med["rs256"], 3),
                 "loadavg_after": loadavg(),
             }
             results[f"throughput_{label}"] = tp
@@ -299,10 +335,14 @@ def main():
                     batch.append({"jti": f"big-{k}"})
                 else:
                     batch.append({"token_sha256": hashlib.sha256(f"t{k}".encode()).hexdigest()})
-            st, body = request(a, "POST", "/jwt-revocations", batch)
+            t1 = time.perf_counter()
+            st, body = request(a, "POST", "/jwt-revocations", batch, timeout=600)
             if st != 201:
                 raise SystemExit(f"loading revocations: {st} {str(body)[:300]}")
             loaded += len(batch)
+            if loaded % (args.batch * 10) == 0:
+                print(f"loaded {loaded} (last batch {time.perf_counter() - t1:.2f} s)",
+                      flush=True)
         load_s = time.perf_counter() - t0
         # Every node has applied them (the last batch is applied on node 1
         # at its answer; wait for the other two).
