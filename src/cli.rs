@@ -136,31 +136,55 @@ fn spawn_gossip(store: &Store, limiter: Arc<crate::ratelimit::RateLimiter>) {
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect()
     };
-    let (peers_tx, peers) = tokio::sync::watch::channel(members(&applied.borrow()));
+    let me = limiter.node_id();
+    let peer_ids = move |list: &[(u64, String)]| -> Vec<u64> {
+        list.iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != me)
+            .collect()
+    };
+    let first = members(&applied.borrow());
+    crate::observe::metrics::gossip_peers(&peer_ids(&first));
+    let (peers_tx, peers) = tokio::sync::watch::channel(first);
     tokio::spawn(async move {
         while applied.changed().await.is_ok() {
             let now = members(&applied.borrow_and_update());
-            peers_tx.send_if_modified(|old| {
+            let changed = peers_tx.send_if_modified(|old| {
                 let changed = *old != now;
                 *old = now.clone();
                 changed
             });
+            if changed {
+                crate::observe::metrics::gossip_peers(&peer_ids(&now));
+            }
         }
     });
     let client = store.client().clone();
     let interval = Duration::from_millis(50);
+    // The gossip loop names a peer by its address; the metrics by its id.
+    let addresses = peers.clone();
     tokio::spawn(crate::ratelimit::run_gossip(
         limiter,
         interval,
         peers,
         move |addr, body| {
             let client = client.clone();
+            let peer = addresses
+                .borrow()
+                .iter()
+                .find(|(_, a)| *a == addr)
+                .map(|(id, _)| *id);
+            let bytes = body.len() as u64;
             async move {
-                client
+                let sent = client
                     .post(&addr, GOSSIP_PATH, body, Duration::from_secs(1))
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                if let (Ok(()), Some(peer)) = (&sent, peer) {
+                    crate::observe::metrics::gossip_sent(peer, bytes);
+                }
+                sent
             }
         },
     ));
@@ -214,7 +238,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         (path == GOSSIP_PATH).then(|| {
             gossip_in
                 .receive(body, crate::ratelimit::now_ms())
-                .map(|_| ())
+                .map(crate::observe::metrics::gossip_received)
                 .map_err(|e| e.to_string())
         })
     });

@@ -8,10 +8,12 @@
 //! back to back, each node would still admit its share of what remains,
 //! and the rest once the counts have travelled.)
 //!
-//! No auth plugin exists in this branch, so requests are identified by IP,
-//! header, path or service; `consumer` / `credential` fall back to the
-//! client IP as Kong does. Tiers (consumer-group-scoped plugins) are tested
-//! in the plugin's unit tests, with `consumer_groups` set in the context.
+//! `rate_limiting_across_three_nodes` identifies requests by IP, header,
+//! path or service, and checks that `consumer` / `credential` fall back to
+//! the client IP when nobody is authenticated, as Kong does.
+//! `consumer_group_tiers_get_their_own_quotas` authenticates consumers
+//! with key-auth and gives each tier (consumer group) its own
+//! group-scoped plugin, as `cluster/demo/kong.yaml` does.
 
 mod common;
 
@@ -230,4 +232,131 @@ fn rate_limiting_across_three_nodes() {
     // policy local: each node counts alone, so three nodes admit 3 × 2.
     let got = env.statuses("/local", &[], 9);
     assert_eq!(got.iter().filter(|s| **s == 200).count(), 6, "{got:?}");
+
+    // Every node reports the gossip it sends each of its two peers.
+    for node in &env.cluster.nodes {
+        let text = env
+            .http
+            .get(node.status_url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("metrics");
+        assert!(text.contains("\nraftgate_gossip_peers 2\n"), "{text}");
+        let sent: Vec<(String, f64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("raftgate_gossip_bytes_sent_total{peer=\""))
+            .filter_map(|l| {
+                let (peer, value) = l.split_once("\"} ")?;
+                Some((peer.to_string(), value.parse().ok()?))
+            })
+            .collect();
+        let mut peers: Vec<&str> = sent.iter().map(|(p, _)| p.as_str()).collect();
+        peers.sort_unstable();
+        let mut others: Vec<String> = env
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != node.id)
+            .map(|n| n.id.to_string())
+            .collect();
+        others.sort_unstable();
+        assert_eq!(peers, others, "node {}: {sent:?}", node.id);
+        // Counts of ~70 admitted requests went out: more than heartbeats.
+        assert!(sent.iter().all(|(_, b)| *b > 1_000.0), "{sent:?}");
+    }
+}
+
+/// The demo's tiers on a small scale: consumer groups free, premium and
+/// internal, each with its own group-scoped rate-limiting plugin (3, 6
+/// and 9 a minute, by consumer), over a route that authenticates with
+/// key-auth and whose own plugin (2 a minute) is the default for a
+/// consumer in no group. The four consumers' requests are interleaved and
+/// spread round-robin over the three nodes: each gets exactly its own
+/// quota, cluster-wide.
+#[test]
+fn consumer_group_tiers_get_their_own_quotas() {
+    let env = Env::start();
+    let c = &env.cluster;
+    // Writes go through every node; each is forwarded to the leader.
+    let admin = |via: u64, path: &str, body: Value| {
+        let (status, answer) = c.post(&c.node(via).admin_url(path), &body);
+        assert_eq!(status, 201, "{path}: {answer}");
+    };
+    admin(
+        1,
+        "/services/rl/routes",
+        json!({"name": "tiers", "paths": ["/tiers"]}),
+    );
+    admin(2, "/routes/tiers/plugins", json!({"name": "key-auth"}));
+    admin(
+        3,
+        "/routes/tiers/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 2, "limit_by": "consumer"}}),
+    );
+    let tiers = [("free", 3usize), ("premium", 6), ("internal", 9)];
+    for (i, (group, limit)) in tiers.iter().enumerate() {
+        let via = 1 + i as u64 % 3;
+        admin(via, "/consumer_groups", json!({ "name": group }));
+        admin(
+            via,
+            &format!("/consumer_groups/{group}/plugins"),
+            json!({"name": "rate-limiting",
+                   "config": {"minute": limit, "limit_by": "consumer", "policy": "cluster"}}),
+        );
+    }
+    let consumers = [
+        ("free-app", Some("free"), 3usize),
+        ("premium-app", Some("premium"), 6),
+        ("internal-app", Some("internal"), 9),
+        ("no-tier-app", None, 2),
+    ];
+    for (i, (name, group, _)) in consumers.iter().enumerate() {
+        let via = 1 + i as u64 % 3;
+        admin(via, "/consumers", json!({ "username": name }));
+        admin(
+            via,
+            &format!("/consumers/{name}/key-auth"),
+            json!({ "key": format!("{name}-key") }),
+        );
+        if let Some(group) = group {
+            admin(
+                via,
+                &format!("/consumer_groups/{group}/consumers"),
+                json!({ "consumer": name }),
+            );
+        }
+    }
+    env.settle();
+
+    // Without a key: key-auth refuses, and nothing is counted.
+    assert_eq!(env.get("/tiers", &[]).status, 401);
+
+    // Rounds over the four consumers, each sending its quota + 2.
+    let mut got: Vec<Vec<u16>> = vec![Vec::new(); consumers.len()];
+    for round in 0..11 {
+        for (i, (name, _, limit)) in consumers.iter().enumerate() {
+            if round >= limit + 2 {
+                continue;
+            }
+            let key = format!("{name}-key");
+            let a = env.get("/tiers", &[("apikey", key.as_str())]);
+            let want = limit.to_string();
+            assert_eq!(
+                a.h("x-ratelimit-limit-minute"),
+                Some(want.as_str()),
+                "{name}, request {round}: {:?}",
+                a.headers
+            );
+            if a.status == 200 {
+                let left = limit.saturating_sub(round + 1).to_string();
+                assert_eq!(a.h("ratelimit-remaining"), Some(left.as_str()), "{name}");
+            }
+            got[i].push(a.status);
+        }
+    }
+    for ((name, _, limit), statuses) in consumers.iter().zip(&got) {
+        let mut want = vec![200; *limit];
+        want.resize(limit + 2, 429);
+        assert_eq!(statuses, &want, "{name}");
+    }
 }

@@ -28,6 +28,10 @@ const LATENCY_BUCKETS: &[f64] = &[
     2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
 ];
 
+/// The `outcome` labels of `raftgate_ratelimit_decisions_total`, as the
+/// rate limiter names its outcomes.
+pub const RATELIMIT_OUTCOMES: [&str; 4] = ["allowed", "over_limit", "over_share", "partitioned"];
+
 /// The workspace label: raftgate has a single one, Kong's default.
 pub const WORKSPACE: &str = "default";
 
@@ -62,6 +66,9 @@ pub struct Metrics {
     pub gossip_last_message_age: prometheus::GaugeVec,
     pub gossip_bytes_sent: IntCounterVec,
     pub ratelimit_decisions: IntCounterVec,
+    /// The series of `ratelimit_decisions` for [`RATELIMIT_OUTCOMES`],
+    /// resolved once: a decision then costs one atomic add.
+    ratelimit_outcomes: Vec<prometheus::IntCounter>,
     pub access_log_dropped: prometheus::IntCounter,
 
     /// Snapshot index last seen and when it changed (for the age).
@@ -108,6 +115,16 @@ fn histogram(r: &Registry, name: &str, help: &str) -> HistogramVec {
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
+        let ratelimit_decisions = counter_vec(
+            &r,
+            "raftgate_ratelimit_decisions_total",
+            "Rate-limit decisions by outcome",
+            &["outcome"],
+        );
+        let ratelimit_outcomes = RATELIMIT_OUTCOMES
+            .iter()
+            .map(|o| ratelimit_decisions.with_label_values(&[*o]))
+            .collect();
         Metrics {
             http_requests: counter_vec(
                 &r,
@@ -257,12 +274,8 @@ impl Metrics {
                 "Bytes of rate-limit gossip sent to each peer",
                 &["peer"],
             ),
-            ratelimit_decisions: counter_vec(
-                &r,
-                "raftgate_ratelimit_decisions_total",
-                "Rate-limit decisions by outcome",
-                &["outcome"],
-            ),
+            ratelimit_decisions,
+            ratelimit_outcomes,
             access_log_dropped: reg(
                 &r,
                 prometheus::IntCounter::new(
@@ -293,6 +306,14 @@ impl Metrics {
             self.gossip_last_message_age
                 .with_label_values(&[peer.as_str()])
                 .set(at.elapsed().as_secs_f64());
+        }
+    }
+
+    /// See [`ratelimit_decision`].
+    pub fn count_ratelimit_decision(&self, outcome: &str) {
+        match RATELIMIT_OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) if i < self.ratelimit_outcomes.len() => self.ratelimit_outcomes[i].inc(),
+            _ => self.ratelimit_decisions.with_label_values(&[outcome]).inc(),
         }
     }
 
@@ -361,13 +382,10 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// Hook for the rate limiter: one decision, by outcome (`allowed`,
-/// `limited`, `error` — keep the set small).
+/// Hook for the rate-limiting plugin: one decision, by outcome (one of
+/// [`RATELIMIT_OUTCOMES`]; keep the set small).
 pub fn ratelimit_decision(outcome: &str) {
-    global()
-        .ratelimit_decisions
-        .with_label_values(&[outcome])
-        .inc();
+    global().count_ratelimit_decision(outcome);
 }
 
 /// Hook for gossip: a message from `peer` (a node id) arrived now.
@@ -426,6 +444,18 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("raftgate_raft_replication_lag_entries{"));
         assert!(text.contains("raftgate_raft_has_leader 0"));
+    }
+
+    #[test]
+    fn ratelimit_outcomes_are_counted_by_label() {
+        let m = Metrics::new();
+        m.count_ratelimit_decision("over_share");
+        m.count_ratelimit_decision("over_share");
+        m.count_ratelimit_decision("something_else");
+        let text = m.render();
+        assert!(text.contains("raftgate_ratelimit_decisions_total{outcome=\"partitioned\"} 0"));
+        assert!(text.contains("raftgate_ratelimit_decisions_total{outcome=\"over_share\"} 2"));
+        assert!(text.contains("raftgate_ratelimit_decisions_total{outcome=\"something_else\"} 1"));
     }
 
     /// Every metric the Grafana dashboard queries exists here.

@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 use super::{Plugin, Reply, RequestCtx};
 use crate::model::{Entity, EntityKind, State};
-use crate::ratelimit::{self, CheckOptions, Decision, Period, Policy, RateLimiter};
+use crate::ratelimit::{self, CheckOptions, Decision, Outcome, Period, Policy, RateLimiter};
 
 /// What the request is counted by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +285,12 @@ impl RateLimiting {
         let d = self
             .limiter
             .check_with(&key, &self.limits, self.opts, now_ms);
+        crate::observe::metrics::ratelimit_decision(match d.outcome {
+            Outcome::Allowed => "allowed",
+            Outcome::OverLimit => "over_limit",
+            Outcome::OverShare => "over_share",
+            Outcome::Partitioned => "partitioned",
+        });
         let headers = self.headers(&d);
         if d.allowed {
             if !headers.is_empty() {
