@@ -37,7 +37,8 @@ pub async fn read_bytes(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes,
         .map_err(|_| too_large())
 }
 
-fn media_type(headers: &HeaderMap) -> Option<String> {
+/// The Content-Type's media type, lowercased, without parameters.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(
         ct.split(';')

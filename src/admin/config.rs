@@ -3,7 +3,7 @@
 //! or YAML, as the whole body or under the key `config`), applied as a
 //! single Raft command.
 
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -54,19 +54,7 @@ fn parse_declarative(text: &str) -> Result<(Vec<Entity>, Vec<String>), AdminErro
 /// `POST /config`.
 pub async fn post<B: Backend>(ctx: &Ctx<B>) -> Result<Response, AdminError> {
     let bytes = &ctx.bytes;
-    let content_type = ctx
-        .parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let content_type = super::body::media_type(&ctx.parts.headers).unwrap_or_default();
     if content_type.starts_with("multipart/") {
         return Err(AdminError::message(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -98,16 +98,7 @@ pub fn revocation_fields(body: &mut Map<String, Value>, now: i64) -> Result<(), 
 /// Whether a `POST /jwt-revocations` body is a JSON array (the batch
 /// form): JSON, or no Content-Type, whose first character is `[`.
 pub fn is_batch(headers: &axum::http::HeaderMap, bytes: &[u8]) -> bool {
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+    let json = super::body::media_type(headers)
         .is_none_or(|m| m.is_empty() || m == "application/json" || m.ends_with("+json"));
     json && bytes
         .iter()
