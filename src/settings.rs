@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// a file path to append to [default: stdout].
     #[arg(long, env = "RAFTGATE_ACCESS_LOG")]
     pub access_log: Option<String>,
+    /// Names of the prometheus plugin's series: `kong` (Kong's own, for
+    /// dashboards written for Kong) or `prometheus` (base units and
+    /// `_total`, clean under `promtool check metrics`) [default: kong].
+    #[arg(long, env = "RAFTGATE_METRIC_NAMES")]
+    pub metric_names: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -92,6 +97,7 @@ struct FileSettings {
     snapshot_every: Option<u64>,
     admin_tokens_file: Option<PathBuf>,
     access_log: Option<String>,
+    metric_names: Option<String>,
 }
 
 /// Resolved settings of one node.
@@ -113,6 +119,7 @@ pub struct Settings {
     pub snapshot_every: u64,
     pub admin_tokens_file: Option<PathBuf>,
     pub access_log: crate::observe::access_log::Target,
+    pub metric_names: crate::observe::metrics::Naming,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -207,6 +214,12 @@ impl Settings {
                 Some(text) => text
                     .parse()
                     .map_err(|e: String| anyhow::anyhow!("--access-log: {e}"))?,
+                None => Default::default(),
+            },
+            metric_names: match pick!(metric_names) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--metric-names: {e}"))?,
                 None => Default::default(),
             },
         })
