@@ -207,7 +207,7 @@ pub async fn handle(
 
     // 3b. An aggregate route fans out instead (access phase already ran once).
     if let Some(agg) = &route.aggregate {
-        let params = aggregate::path_params(route, &path);
+        let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
         return Ok(own_filtered(
             start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
