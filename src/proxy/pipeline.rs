@@ -1,8 +1,9 @@
 //! The life of one request, in one function: route, protocol check,
-//! plugins' access phase, upstream request, forwarding, response headers,
-//! response body, log (when the body is over). Everything the gateway
-//! answers itself goes through `own` (in gRPC's trailers-only form when the
-//! request is a gRPC call).
+//! plugins' access phase (each instance only for the request's protocol),
+//! upstream request, forwarding, response headers, response body, log
+//! (when the body is over). Everything the gateway answers itself goes
+//! through `own` (in gRPC's trailers-only form when the request is a gRPC
+//! call).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
 use crate::plugins::correlation_id::CorrelationIdValue;
 use crate::plugins::request_transformer::UpstreamPath;
-use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
+use crate::plugins::{Body, Logged, Plugin, Protocol, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
@@ -119,6 +120,7 @@ pub async fn handle(
         service_id: Some(entry.service.id),
         client_ip: Some(conn.remote.ip()),
         scheme,
+        protocol: Protocol::of_request(&route.protocols, conn.tls),
         ..RequestCtx::default()
     };
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
