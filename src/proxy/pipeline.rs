@@ -18,7 +18,7 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::grpc::{self, GatewayStatus};
 use super::listener::ConnInfo;
-use super::{aggregate, peek, websocket, Shared};
+use super::{aggregate, peek, realip, websocket, Shared};
 use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
 use crate::plugins::correlation_id::CorrelationIdValue;
@@ -48,6 +48,11 @@ pub async fn handle(
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let path = router::normalize_path(parts.uri.path()).into_owned();
+    let client_ip = realip::client_ip(
+        conn.remote.ip(),
+        &parts.headers,
+        &shared.settings.trusted_ips,
+    );
     // What the log phase reports. The path is logged without its query
     // string, and no header is: either may carry credentials.
     shared
@@ -56,7 +61,7 @@ pub async fn handle(
         .total_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut log_entry = Entry {
-        client_ip: Some(conn.remote.ip().to_string()),
+        client_ip: Some(client_ip.to_string()),
         method: parts.method.as_str().to_string(),
         path: path.clone(),
         ..Entry::default()
@@ -118,7 +123,7 @@ pub async fn handle(
     let mut ctx = RequestCtx {
         route_id: Some(route.id),
         service_id: Some(entry.service.id),
-        client_ip: Some(conn.remote.ip()),
+        client_ip: Some(client_ip),
         scheme,
         protocol: Protocol::of_request(&route.protocols, conn.tls),
         ..RequestCtx::default()
@@ -187,6 +192,7 @@ pub async fn handle(
         std::mem::take(&mut parts.headers),
         &ClientFacts {
             remote: conn.remote,
+            client_ip,
             local_port: conn.local_port,
             scheme,
             host: host.as_deref(),
