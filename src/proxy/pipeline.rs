@@ -1,9 +1,9 @@
 //! The life of one request, in one function: route, protocol check,
 //! plugins' access phase (each instance only for the request's protocol),
-//! upstream request, forwarding, response headers, response body, log
-//! (when the body is over). Everything the gateway answers itself goes
-//! through `own` (in gRPC's trailers-only form when the request is a gRPC
-//! call).
+//! upstream request, forwarding (a gRPC call within the client's
+//! `grpc-timeout`), response headers, response body, log (when the body is
+//! over). Everything the gateway answers itself goes through `own` (in
+//! gRPC's trailers-only form when the request is a gRPC call).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -128,6 +128,11 @@ pub async fn handle(
         protocol: Protocol::of_request(&route.protocols, conn.tls),
         ..RequestCtx::default()
     };
+    // The client's deadline caps a gRPC call's upstream part.
+    let deadline = matches!(ctx.protocol, Protocol::Grpc | Protocol::Grpcs)
+        .then(|| grpc::timeout(&parts.headers))
+        .flatten()
+        .and_then(|t| start.checked_add(t));
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
     let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
     let mut body = count_request_body(body, facts.bytes_in.clone());
@@ -231,7 +236,19 @@ pub async fn handle(
         Some(_) => entry.service.host.clone(),
     });
     let sent = Instant::now();
-    let (mut resp, in_flight) = match forward::send(&entry, &head, body, &hash).await {
+    let sending = forward::send(&entry, &head, body, &hash);
+    let answered = match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), sending).await.ok(),
+        None => Some(sending.await),
+    };
+    let Some(answered) = answered else {
+        facts.upstream_latency = Some(sent.elapsed());
+        let reply = grpc::deadline_exceeded();
+        return Ok(own_filtered(
+            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
+        ));
+    };
+    let (mut resp, in_flight) = match answered {
         Ok(r) => r,
         Err(e) => {
             let reply = match e {
@@ -275,6 +292,9 @@ pub async fn handle(
     }
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
     let mut body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    if let Some(at) = deadline {
+        body = grpc::Deadline::wrap(body, at);
+    }
     for plugin in &ran {
         body = plugin.response_body(&ctx, body);
     }
