@@ -50,7 +50,7 @@ const UNARY: &str = "/test.Echo/Unary";
 const CHAT: &str = "/test.Echo/Chat";
 const DENY: &str = "/test.Echo/Deny";
 const SLOW: &str = "/test.Echo/Slow";
-/// How long `SLOW` takes to answer.
+/// How long `SLOW` (`UNARY`, delayed) takes to answer.
 const SLOW_FOR: Duration = Duration::from_secs(5);
 /// How long any single step may take before the test fails.
 const STEP: Duration = Duration::from_secs(10);
@@ -58,16 +58,18 @@ const STEP: Duration = Duration::from_secs(10);
 // --- the upstream -----------------------------------------------------------
 
 /// Unary: answers "hello <text>" plus the client's `x-client` metadata,
-/// with the upstream's name in the `x-upstream` response header.
-struct Unary(&'static str);
+/// with the upstream's name in the `x-upstream` response header, after
+/// the given delay.
+struct Unary(&'static str, Duration);
 
 impl tonic::server::UnaryService<Note> for Unary {
     type Response = Note;
     type Future = BoxFuture<'static, Result<tonic::Response<Note>, Status>>;
 
     fn call(&mut self, req: tonic::Request<Note>) -> Self::Future {
-        let name = self.0;
+        let (name, delay) = (self.0, self.1);
         Box::pin(async move {
+            tokio::time::sleep(delay).await;
             let client = req
                 .metadata()
                 .get("x-client")
@@ -123,21 +125,6 @@ impl tonic::server::UnaryService<Note> for Deny {
     }
 }
 
-/// Answers like `Unary`, after `SLOW_FOR`.
-struct Slow;
-
-impl tonic::server::UnaryService<Note> for Slow {
-    type Response = Note;
-    type Future = BoxFuture<'static, Result<tonic::Response<Note>, Status>>;
-
-    fn call(&mut self, req: tonic::Request<Note>) -> Self::Future {
-        Box::pin(async move {
-            tokio::time::sleep(SLOW_FOR).await;
-            Ok(tonic::Response::new(req.into_inner()))
-        })
-    }
-}
-
 /// Adds `x-upstream-trailer: <value>` to the trailers of a response.
 fn with_trailer(
     resp: http::Response<tonic::body::Body>,
@@ -161,10 +148,10 @@ async fn route_call(
     let mut grpc = tonic::server::Grpc::new(ProstCodec::<Note, Note>::default());
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
-        UNARY => with_trailer(grpc.unary(Unary(name), req).await, "unary"),
+        UNARY => with_trailer(grpc.unary(Unary(name, Duration::ZERO), req).await, "unary"),
         CHAT => with_trailer(grpc.streaming(Chat, req).await, "chat"),
         DENY => grpc.unary(Deny, req).await,
-        SLOW => grpc.unary(Slow, req).await,
+        SLOW => grpc.unary(Unary(name, SLOW_FOR), req).await,
         _ => Status::unimplemented(format!("no method {path}")).into_http(),
     })
 }
