@@ -367,6 +367,24 @@ mod tests {
     }
 
     #[test]
+    fn trusted_ips_from_the_environment() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // No other test parses the command line, so none sees this variable.
+        std::env::set_var("RAFTGATE_TRUSTED_IPS", "10.0.0.0/8,::1");
+        let parsed = Cli::try_parse_from(["raftgate"]);
+        std::env::remove_var("RAFTGATE_TRUSTED_IPS");
+        let s = Settings::resolve(&parsed.unwrap().serve).unwrap();
+        assert!(s.trusted_ips.contains("10.1.2.3".parse().unwrap()));
+        assert!(s.trusted_ips.contains("::1".parse().unwrap()));
+        assert!(!s.trusted_ips.contains("11.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
     fn initial_cluster_is_checked() {
         let m = parse_initial_cluster("1=a:1, 2=b:2").unwrap();
         assert_eq!(m.get(&2).unwrap(), "b:2");
