@@ -306,6 +306,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let proxy_settings = crate::proxy::ProxySettings {
         listen: settings.proxy_listen,
         tls_listen: settings.proxy_tls_listen,
+        trusted_ips: settings.trusted_ips.clone(),
         ..Default::default()
     };
     let proxy = crate::proxy::Proxy::bind_observed(proxy_settings, states, observer)

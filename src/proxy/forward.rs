@@ -73,7 +73,10 @@ pub struct UpstreamHead {
 
 /// The connection-level facts the forwarded headers carry.
 pub struct ClientFacts<'a> {
+    /// The connection's peer (appended to `X-Forwarded-For`).
     pub remote: SocketAddr,
+    /// The client as resolved through trusted proxies (`X-Real-IP`).
+    pub client_ip: std::net::IpAddr,
     pub local_port: u16,
     pub scheme: &'static str,
     /// The request's Host (or authority), as sent.
@@ -167,7 +170,7 @@ pub fn upstream_headers(
         }
     };
     set("x-forwarded-for", &xff);
-    set("x-real-ip", &ip);
+    set("x-real-ip", &facts.client_ip.to_string());
     set("x-forwarded-proto", facts.scheme);
     if let Some(h) = facts.host {
         set("x-forwarded-host", strip_port(h));

@@ -1,8 +1,9 @@
 //! The life of one request, in one function: route, protocol check,
-//! plugins' access phase, upstream request, forwarding, response headers,
-//! response body, log (when the body is over). Everything the gateway
-//! answers itself goes through `own` (in gRPC's trailers-only form when the
-//! request is a gRPC call).
+//! plugins' access phase (each instance only for the request's protocol),
+//! upstream request, forwarding (a gRPC call within the client's
+//! `grpc-timeout`), response headers, response body, log (when the body is
+//! over). Everything the gateway answers itself goes through `own` (in
+//! gRPC's trailers-only form when the request is a gRPC call).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,12 +18,12 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::grpc::{self, GatewayStatus};
 use super::listener::ConnInfo;
-use super::{aggregate, peek, websocket, Shared};
+use super::{aggregate, peek, realip, websocket, Shared};
 use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
 use crate::plugins::correlation_id::CorrelationIdValue;
 use crate::plugins::request_transformer::UpstreamPath;
-use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
+use crate::plugins::{Body, Logged, Plugin, Protocol, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
@@ -47,6 +48,11 @@ pub async fn handle(
         .map(str::to_string)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let path = router::normalize_path(parts.uri.path()).into_owned();
+    let client_ip = realip::client_ip(
+        conn.remote.ip(),
+        &parts.headers,
+        &shared.settings.trusted_ips,
+    );
     // What the log phase reports. The path is logged without its query
     // string, and no header is: either may carry credentials.
     shared
@@ -55,7 +61,7 @@ pub async fn handle(
         .total_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut log_entry = Entry {
-        client_ip: Some(conn.remote.ip().to_string()),
+        client_ip: Some(client_ip.to_string()),
         method: parts.method.as_str().to_string(),
         path: path.clone(),
         ..Entry::default()
@@ -117,10 +123,16 @@ pub async fn handle(
     let mut ctx = RequestCtx {
         route_id: Some(route.id),
         service_id: Some(entry.service.id),
-        client_ip: Some(conn.remote.ip()),
+        client_ip: Some(client_ip),
         scheme,
+        protocol: Protocol::of_request(&route.protocols, conn.tls),
         ..RequestCtx::default()
     };
+    // The client's deadline caps a gRPC call's upstream part.
+    let deadline = matches!(ctx.protocol, Protocol::Grpc | Protocol::Grpcs)
+        .then(|| grpc::timeout(&parts.headers))
+        .flatten()
+        .and_then(|t| start.checked_add(t));
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
     let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
     let mut body = count_request_body(body, facts.bytes_in.clone());
@@ -185,6 +197,7 @@ pub async fn handle(
         std::mem::take(&mut parts.headers),
         &ClientFacts {
             remote: conn.remote,
+            client_ip,
             local_port: conn.local_port,
             scheme,
             host: host.as_deref(),
@@ -207,7 +220,7 @@ pub async fn handle(
 
     // 3b. An aggregate route fans out instead (access phase already ran once).
     if let Some(agg) = &route.aggregate {
-        let params = aggregate::path_params(route, &path);
+        let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
         return Ok(own_filtered(
             start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
@@ -223,7 +236,19 @@ pub async fn handle(
         Some(_) => entry.service.host.clone(),
     });
     let sent = Instant::now();
-    let (mut resp, in_flight) = match forward::send(&entry, &head, body, &hash).await {
+    let sending = forward::send(&entry, &head, body, &hash);
+    let answered = match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), sending).await.ok(),
+        None => Some(sending.await),
+    };
+    let Some(answered) = answered else {
+        facts.upstream_latency = Some(sent.elapsed());
+        let reply = grpc::deadline_exceeded();
+        return Ok(own_filtered(
+            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
+        ));
+    };
+    let (mut resp, in_flight) = match answered {
         Ok(r) => r,
         Err(e) => {
             let reply = match e {
@@ -267,6 +292,9 @@ pub async fn handle(
     }
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
     let mut body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    if let Some(at) = deadline {
+        body = grpc::Deadline::wrap(body, at);
+    }
     for plugin in &ran {
         body = plugin.response_body(&ctx, body);
     }
