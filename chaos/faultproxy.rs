@@ -150,7 +150,10 @@ pub async fn serve(
     target: SocketAddr,
     identify: Identify,
 ) {
-    while let Ok((inbound, peer)) = listener.accept().await {
+    loop {
+        let Some((inbound, peer)) = accept(&listener).await else {
+            continue;
+        };
         let Some(from) = identify(peer.ip()) else {
             continue;
         };
@@ -175,6 +178,19 @@ pub async fn serve(
                 _ = pipe(ro, wi, links, to, from) => {}
             }
         });
+    }
+}
+
+/// The next connection; `None` after a failed accept (out of file
+/// descriptors, say), once a short pause has passed, so that a passing
+/// error does not end a listener for good.
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
     }
 }
 
@@ -256,7 +272,10 @@ async fn pipe(
 /// show                                          the faults set
 /// ```
 pub async fn control(listener: TcpListener, links: Links) {
-    while let Ok((stream, _)) = listener.accept().await {
+    loop {
+        let Some((stream, _)) = accept(&listener).await else {
+            continue;
+        };
         let links = links.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
