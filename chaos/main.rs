@@ -62,7 +62,7 @@ struct Harness {
     cluster: Cluster,
     links: Links,
     down: Down,
-    /// Nodes partitioned from the majority (local backend).
+    /// Nodes partitioned from the majority.
     cut_off: Down,
     upstream: Option<std::process::Child>,
     /// Runs the fault proxies; kept alive with the harness.
@@ -142,7 +142,10 @@ impl Harness {
             }
             Backend::Docker => {
                 // Disconnecting the container also takes away its published
-                // ports: clients cannot reach it either.
+                // ports: clients cannot reach it either. Cut off as well:
+                // once back, it is judged on revocations only after the
+                // grace period from its return, as on the local backend.
+                self.cut_off.lock().unwrap().insert(alone);
                 self.take_down(alone);
                 docker::disconnect(&self.container(alone));
             }
@@ -163,6 +166,7 @@ impl Harness {
                 for node in &self.cluster.nodes {
                     self.bring_up(node.id);
                 }
+                self.cut_off.lock().unwrap().clear();
             }
         }
     }
