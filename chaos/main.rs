@@ -62,7 +62,7 @@ struct Harness {
     cluster: Cluster,
     links: Links,
     down: Down,
-    /// Nodes partitioned from the majority (local backend).
+    /// Nodes partitioned from the majority.
     cut_off: Down,
     upstream: Option<std::process::Child>,
     /// Runs the fault proxies; kept alive with the harness.
@@ -142,7 +142,10 @@ impl Harness {
             }
             Backend::Docker => {
                 // Disconnecting the container also takes away its published
-                // ports: clients cannot reach it either.
+                // ports: clients cannot reach it either. Cut off as well:
+                // once back, it is judged on revocations only after the
+                // grace period from its return, as on the local backend.
+                self.cut_off.lock().unwrap().insert(alone);
                 self.take_down(alone);
                 docker::disconnect(&self.container(alone));
             }
@@ -163,35 +166,29 @@ impl Harness {
                 for node in &self.cluster.nodes {
                     self.bring_up(node.id);
                 }
+                self.cut_off.lock().unwrap().clear();
             }
         }
     }
 
-    /// Loss (and, on the local backend, delay) on every link.
-    fn degrade_links(&self, loss: f64, delay: Duration) {
+    /// Loss and delay on every link between nodes. Local backend: both in
+    /// our proxies. Docker: delay in the fault proxy all links go through,
+    /// loss as real packet loss (iptables) on what nodes receive from it.
+    fn degrade_links(&self, fault: LinkFault) -> Result<(), String> {
+        let ids = self.running();
         match self.backend {
             Backend::Local => {
-                let ids = self.running();
-                for from in &ids {
-                    for to in &ids {
-                        if from != to {
-                            self.links.set(
-                                *from,
-                                *to,
-                                LinkFault {
-                                    cut: false,
-                                    delay,
-                                    loss,
-                                },
-                            );
-                        }
-                    }
-                }
+                self.links.set_all(&ids, fault);
+                Ok(())
             }
             Backend::Docker => {
-                for node in &self.cluster.nodes {
-                    docker::set_loss(&self.container(node.id), Some(loss));
+                docker::set_links(&ids, LinkFault { loss: 0.0, ..fault })?;
+                if fault.loss > 0.0 {
+                    for id in &ids {
+                        docker::set_loss(&self.container(*id), fault.loss, Some(docker::PROXY_IP))?;
+                    }
                 }
+                Ok(())
             }
         }
     }
@@ -200,11 +197,45 @@ impl Harness {
         match self.backend {
             Backend::Local => self.links.heal(),
             Backend::Docker => {
+                if let Err(e) = docker::heal_links() {
+                    eprintln!("   healing the fault proxy: {e}");
+                }
                 for node in &self.cluster.nodes {
-                    docker::set_loss(&self.container(node.id), None);
+                    docker::clear_loss(&self.container(node.id));
                 }
             }
         }
+    }
+
+    /// Docker: checks that every node's peers reach it through the fault
+    /// proxy (else a delay set there would not be felt, and the scenario
+    /// would pass without its fault).
+    fn check_links_proxied(&self) -> Result<(), String> {
+        let view = self.cluster.cluster_view(1);
+        for id in 1..=3u64 {
+            let want = format!("{}:{}", docker::PROXY_IP, 9000 + id);
+            let has = view["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["id"] == id)
+                .and_then(|n| n["address"].as_str());
+            if has != Some(want.as_str()) {
+                return Err(format!(
+                    "node {id} is not behind the fault proxy: its address is {has:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Times one admin write through the leader: it commits only after a
+    /// round trip to a follower, so it takes at least twice the added
+    /// delay when the delay is in effect.
+    fn timed_write(&self, leader: u64, name: &str) -> Option<Duration> {
+        let started = Instant::now();
+        let (status, _) = self.cluster.create_service(leader, name);
+        (status == 201).then(|| started.elapsed())
     }
 
     fn container(&self, id: u64) -> String {
@@ -322,7 +353,8 @@ impl Drop for Harness {
             let _ = upstream.wait();
         }
         if self.backend == Backend::Docker {
-            self.restore_links();
+            // Takes the fault proxy and the nodes' network namespaces (and
+            // so every fault) with it.
             docker::compose(&["down", "-v", "--remove-orphans"]);
         }
     }
@@ -341,7 +373,7 @@ const SCENARIOS: &[&str] = &[
 ];
 
 /// Scenarios the Docker backend runs (wiping and rejoining under a new id
-/// and added delay need the local backend's process and link control).
+/// needs the local backend's process control).
 const DOCKER_SCENARIOS: &[&str] = &[
     "leader-kill",
     "follower-kill",
@@ -349,6 +381,7 @@ const DOCKER_SCENARIOS: &[&str] = &[
     "leader-paused",
     "full-restart",
     "loss",
+    "loss-and-delay",
 ];
 
 fn run_scenario(name: &str, backend: Backend) -> Outcome {
@@ -455,12 +488,45 @@ fn run_scenario(name: &str, backend: Backend) -> Outcome {
             h.cluster.wait_ready_all(Duration::from_secs(30));
         }
         "loss-and-delay" => {
-            h.degrade_links(0.10, Duration::from_millis(100));
+            let delay = Duration::from_millis(100);
+            let fault = LinkFault {
+                cut: false,
+                delay,
+                loss: 0.10,
+            };
+            if h.backend == Backend::Docker {
+                if let Err(e) = h.check_links_proxied() {
+                    errors.push(e);
+                }
+            }
+            let leader = h.leader();
+            match h.degrade_links(fault) {
+                Ok(()) => {
+                    // The delay must be felt: a write commits after a round
+                    // trip between nodes (lost packets only add to it).
+                    let took =
+                        (1..=3).find_map(|i| h.timed_write(leader, &format!("delay-probe-{i}")));
+                    match took {
+                        Some(t) if t >= 2 * delay => {
+                            eprintln!("   a write took {t:?} under the delay")
+                        }
+                        Some(t) => errors.push(format!("delay not in effect: a write took {t:?}")),
+                        None => errors.push("no write went through under the delay".into()),
+                    }
+                }
+                Err(e) => errors.push(format!("degrading the links: {e}")),
+            }
             std::thread::sleep(Duration::from_secs(30));
             h.restore_links();
         }
         "loss" => {
-            h.degrade_links(docker::LOSS, Duration::ZERO);
+            // Docker only: real packet loss on everything the nodes
+            // receive, clients' requests included.
+            for node in &h.cluster.nodes {
+                if let Err(e) = docker::set_loss(&h.container(node.id), docker::LOSS, None) {
+                    errors.push(e);
+                }
+            }
             std::thread::sleep(Duration::from_secs(30));
             h.restore_links();
         }
