@@ -539,6 +539,11 @@ fn consumer(c: &Consumer, errs: &mut FieldErrors) {
 
 fn plugin(p: &Plugin, mut errs: FieldErrors) -> Result<(), ApplyError> {
     name_field("instance_name", p.instance_name.as_ref(), &mut errs);
+    // An instance runs only for the protocols it lists: an empty list
+    // would be a plugin accepted and then never run.
+    if p.protocols.is_empty() {
+        errs.field("protocols", "length must be at least 1");
+    }
     for proto in &p.protocols {
         if !ROUTE_PROTOCOLS.contains(&proto.as_str()) {
             errs.field("protocols", one_of_message(ROUTE_PROTOCOLS));
@@ -926,6 +931,8 @@ mod tests {
             f["config"],
             "The limit for hour(1.0) cannot be lower than the limit for second(2.0)"
         );
+        let f = check("plugins", json!({"name": "cors", "protocols": []})).unwrap_err();
+        assert_eq!(f["protocols"], "length must be at least 1");
         let f = check("plugins", json!({"name": "nope"})).unwrap_err();
         assert_eq!(
             f["name"],
