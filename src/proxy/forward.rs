@@ -118,7 +118,8 @@ pub fn join_path(service_path: Option<&str>, rest: &str) -> String {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOPS: usize = 8;
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -148,6 +149,17 @@ fn is_plain_option(token: &str) -> bool {
 /// Removes hop-by-hop headers (and those the Connection header names);
 /// with `upgrade`, keeps `Upgrade` and sends `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: look once over the few names there are
+    // rather than hash eight names to remove.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -162,7 +174,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let hop = HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p);
+    for name in named.iter().chain(hop.map(|(h, _)| h)) {
         headers.remove(name);
     }
     if let Some(v) = upgrade_value {
@@ -189,6 +202,8 @@ pub fn upstream_headers(
     upgrade: bool,
 ) -> HeaderMap {
     strip_hop_by_hop(&mut headers, upgrade);
+    // Room for what is added below, in one growth.
+    headers.reserve(8);
     let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + facts.ip.len());

@@ -160,7 +160,14 @@ pub async fn handle(
         ..RequestCtx::default()
     };
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
-    let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
+    // No body (most GETs): an empty one, which boxes without allocating.
+    let body: Body = if http_body::Body::is_end_stream(&body) {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed()
+    } else {
+        body.map_err(|e| Box::new(e) as _).boxed()
+    };
     let mut body = if named {
         count_request_body(body, facts.bytes_in.clone())
     } else {
