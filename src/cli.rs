@@ -198,6 +198,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
 
 /// Runs one node until SIGINT or SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    crate::observe::metrics::use_naming(settings.metric_names);
     let secret = load_or_create_secret(&settings.cluster_secret_file)?;
     let store = Store::open(StoreConfig {
         node_id: settings.node_id,
@@ -305,6 +306,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let proxy_settings = crate::proxy::ProxySettings {
         listen: settings.proxy_listen,
         tls_listen: settings.proxy_tls_listen,
+        trusted_ips: settings.trusted_ips.clone(),
         ..Default::default()
     };
     let proxy = crate::proxy::Proxy::bind_observed(proxy_settings, states, observer)

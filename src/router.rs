@@ -38,6 +38,11 @@ pub struct Match {
     /// Length in bytes of the matched path prefix (0 when the route has
     /// no path matcher).
     pub matched_len: usize,
+    /// The route's `~` regex paths, compiled (anchored at the start), in
+    /// the order the route lists them: aggregation takes its `{name}`
+    /// parameters from their captures without compiling anything per
+    /// request.
+    pub regex_paths: Arc<[Regex]>,
 }
 
 #[derive(Debug)]
@@ -136,6 +141,8 @@ impl HeaderMatcher {
 #[derive(Debug)]
 struct Entry {
     route: Arc<Route>,
+    /// Shared by every entry of the route (see `Match::regex_paths`).
+    regex_paths: Arc<[Regex]>,
     hosts: Vec<HostMatcher>,
     path: Option<PathMatcher>,
     methods: Vec<String>,
@@ -289,15 +296,25 @@ fn compile_route(route: &Route) -> Result<Vec<(SortKey, Entry)>, regex::Error> {
         Some(p) if !p.is_empty() => p.iter().map(Some).collect(),
         _ => vec![None],
     };
-    let mut out = Vec::new();
-    for raw in paths {
-        let path = match raw {
+    let mut matchers = Vec::with_capacity(paths.len());
+    for raw in &paths {
+        matchers.push(match raw {
             Some(p) => Some(match p.strip_prefix('~') {
                 Some(re) => PathMatcher::Regex(Regex::new(&format!("^(?:{re})"))?),
-                None => PathMatcher::Prefix(p.clone()),
+                None => PathMatcher::Prefix(p.to_string()),
             }),
             None => None,
-        };
+        });
+    }
+    let regex_paths: Arc<[Regex]> = matchers
+        .iter()
+        .filter_map(|m| match m {
+            Some(PathMatcher::Regex(re)) => Some(re.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (raw, path) in paths.into_iter().zip(matchers) {
         let hosts = hosts();
         let key = sort_key(route, &hosts, raw.map(String::as_str));
         let headers = headers
@@ -318,6 +335,7 @@ fn compile_route(route: &Route) -> Result<Vec<(SortKey, Entry)>, regex::Error> {
             key,
             Entry {
                 route: route_arc.clone(),
+                regex_paths: regex_paths.clone(),
                 hosts,
                 path,
                 methods: methods.clone(),
@@ -355,6 +373,7 @@ impl Router {
             e.find(req, &full, bare).map(|matched_len| Match {
                 route: e.route.clone(),
                 matched_len,
+                regex_paths: e.regex_paths.clone(),
             })
         })
     }
@@ -498,6 +517,31 @@ mod tests {
 
     fn name(r: Option<(String, usize)>) -> Option<String> {
         r.map(|(n, _)| n)
+    }
+
+    #[test]
+    fn a_match_carries_the_routes_compiled_regex_paths_in_order() {
+        let router = compile(&state(vec![json!({
+            "name": "r",
+            "paths": ["/plain", "~/a/(?P<x>\\d+)", "~/a/(?P<y>\\d+)/longer"]
+        })]));
+        let headers = HeaderMap::new();
+        let m = router
+            .find(&RequestParts {
+                method: "GET",
+                host: None,
+                path: "/a/5/longer",
+                headers: &headers,
+                sni: None,
+                tls: false,
+            })
+            .expect("match");
+        let listed: Vec<&str> = m.regex_paths.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            listed,
+            ["^(?:/a/(?P<x>\\d+))", "^(?:/a/(?P<y>\\d+)/longer)"],
+            "the route's order, not the router's priority order"
+        );
     }
 
     #[test]

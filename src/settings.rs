@@ -71,6 +71,17 @@ pub struct ServeArgs {
     /// a file path to append to [default: stdout].
     #[arg(long, env = "RAFTGATE_ACCESS_LOG")]
     pub access_log: Option<String>,
+    /// Names of the prometheus plugin's series: `kong` (Kong's own, for
+    /// dashboards written for Kong) or `prometheus` (base units and
+    /// `_total`, clean under `promtool check metrics`) [default: kong].
+    #[arg(long, env = "RAFTGATE_METRIC_NAMES")]
+    pub metric_names: Option<String>,
+    /// Kong's `trusted_ips`: comma-separated IPs and CIDR ranges of proxies
+    /// whose X-Forwarded-For names the client (walked from the right,
+    /// skipping trusted hops); "0.0.0.0/0,::/0" trusts every peer
+    /// [default: none].
+    #[arg(long, env = "RAFTGATE_TRUSTED_IPS")]
+    pub trusted_ips: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -92,6 +103,25 @@ struct FileSettings {
     snapshot_every: Option<u64>,
     admin_tokens_file: Option<PathBuf>,
     access_log: Option<String>,
+    metric_names: Option<String>,
+    trusted_ips: Option<IpList>,
+}
+
+/// `trusted_ips` in the file: Kong's comma-separated string, or a list.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum IpList {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl IpList {
+    fn joined(self) -> String {
+        match self {
+            IpList::Text(t) => t,
+            IpList::List(l) => l.join(","),
+        }
+    }
 }
 
 /// Resolved settings of one node.
@@ -113,6 +143,8 @@ pub struct Settings {
     pub snapshot_every: u64,
     pub admin_tokens_file: Option<PathBuf>,
     pub access_log: crate::observe::access_log::Target,
+    pub metric_names: crate::observe::metrics::Naming,
+    pub trusted_ips: crate::proxy::realip::TrustedIps,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -181,6 +213,13 @@ impl Settings {
                 None => cluster_listen.to_string(),
             },
         };
+        let trusted_ips = args
+            .trusted_ips
+            .clone()
+            .or_else(|| file.trusted_ips.clone().map(IpList::joined))
+            .unwrap_or_default();
+        let trusted_ips = crate::proxy::realip::TrustedIps::parse(&trusted_ips)
+            .map_err(|e| anyhow::anyhow!("--trusted-ips: {e}"))?;
         let proxy_tls_listen = match pick!(proxy_tls_listen).as_deref() {
             Some("off") => None,
             Some(addr) => Some(parse_addr(addr, "--proxy-tls-listen")?),
@@ -209,6 +248,13 @@ impl Settings {
                     .map_err(|e: String| anyhow::anyhow!("--access-log: {e}"))?,
                 None => Default::default(),
             },
+            metric_names: match pick!(metric_names) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--metric-names: {e}"))?,
+                None => Default::default(),
+            },
+            trusted_ips,
         })
     }
 }
@@ -285,6 +331,57 @@ mod tests {
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.node_id, 3);
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn trusted_ips_from_flag_or_file() {
+        assert!(Settings::resolve(&ServeArgs::default())
+            .unwrap()
+            .trusted_ips
+            .is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "trusted_ips = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert!(s.trusted_ips.contains("10.9.9.9".parse().unwrap()));
+        assert!(s.trusted_ips.contains("::1".parse().unwrap()));
+        std::fs::write(&file, "trusted_ips = \"192.168.0.0/16\"\n").unwrap();
+        assert!(Settings::resolve(&args)
+            .unwrap()
+            .trusted_ips
+            .contains("192.168.3.4".parse().unwrap()));
+        args.trusted_ips = Some("127.0.0.1, 172.16.0.0/12".into());
+        let s = Settings::resolve(&args).unwrap();
+        assert!(s.trusted_ips.contains("172.20.0.1".parse().unwrap()));
+        assert!(
+            !s.trusted_ips.contains("192.168.3.4".parse().unwrap()),
+            "flag wins"
+        );
+        args.trusted_ips = Some("127.0.0.1,bogus".into());
+        let e = Settings::resolve(&args).unwrap_err().to_string();
+        assert_eq!(e, "--trusted-ips: 'bogus' is not an IP or CIDR range");
+    }
+
+    #[test]
+    fn trusted_ips_from_the_environment() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // No other test parses the command line, so none sees this variable.
+        std::env::set_var("RAFTGATE_TRUSTED_IPS", "10.0.0.0/8,::1");
+        let parsed = Cli::try_parse_from(["raftgate"]);
+        std::env::remove_var("RAFTGATE_TRUSTED_IPS");
+        let s = Settings::resolve(&parsed.unwrap().serve).unwrap();
+        assert!(s.trusted_ips.contains("10.1.2.3".parse().unwrap()));
+        assert!(s.trusted_ips.contains("::1".parse().unwrap()));
+        assert!(!s.trusted_ips.contains("11.0.0.1".parse().unwrap()));
     }
 
     #[test]

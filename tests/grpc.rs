@@ -49,22 +49,27 @@ fn note(text: &str, seq: u32) -> Note {
 const UNARY: &str = "/test.Echo/Unary";
 const CHAT: &str = "/test.Echo/Chat";
 const DENY: &str = "/test.Echo/Deny";
+const SLOW: &str = "/test.Echo/Slow";
+/// How long `SLOW` (`UNARY`, delayed) takes to answer.
+const SLOW_FOR: Duration = Duration::from_secs(5);
 /// How long any single step may take before the test fails.
 const STEP: Duration = Duration::from_secs(10);
 
 // --- the upstream -----------------------------------------------------------
 
 /// Unary: answers "hello <text>" plus the client's `x-client` metadata,
-/// with the upstream's name in the `x-upstream` response header.
-struct Unary(&'static str);
+/// with the upstream's name in the `x-upstream` response header, after
+/// the given delay.
+struct Unary(&'static str, Duration);
 
 impl tonic::server::UnaryService<Note> for Unary {
     type Response = Note;
     type Future = BoxFuture<'static, Result<tonic::Response<Note>, Status>>;
 
     fn call(&mut self, req: tonic::Request<Note>) -> Self::Future {
-        let name = self.0;
+        let (name, delay) = (self.0, self.1);
         Box::pin(async move {
+            tokio::time::sleep(delay).await;
             let client = req
                 .metadata()
                 .get("x-client")
@@ -143,9 +148,10 @@ async fn route_call(
     let mut grpc = tonic::server::Grpc::new(ProstCodec::<Note, Note>::default());
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
-        UNARY => with_trailer(grpc.unary(Unary(name), req).await, "unary"),
+        UNARY => with_trailer(grpc.unary(Unary(name, Duration::ZERO), req).await, "unary"),
         CHAT => with_trailer(grpc.streaming(Chat, req).await, "chat"),
         DENY => grpc.unary(Deny, req).await,
+        SLOW => grpc.unary(Unary(name, SLOW_FOR), req).await,
         _ => Status::unimplemented(format!("no method {path}")).into_http(),
     })
 }
@@ -216,6 +222,22 @@ impl Env {
             .expect("runtime");
         let cluster = Cluster::start(1, &[]);
         Env { rt, cluster }
+    }
+
+    /// A gateway with the h2c upstream as service `echo` and a `grpc`
+    /// route `echo` for `/test.Echo/`.
+    fn with_echo_route() -> Env {
+        let env = Env::start();
+        let plain = start_upstream(&env.rt, "plain", false);
+        env.admin(
+            "/services",
+            json!({"name": "echo", "url": format!("grpc://127.0.0.1:{}", plain.port())}),
+        );
+        env.admin(
+            "/services/echo/routes",
+            json!({"name": "echo", "protocols": ["grpc"], "paths": ["/test.Echo/"]}),
+        );
+        env
     }
 
     fn admin(&self, path: &str, body: Value) -> Value {
@@ -365,16 +387,7 @@ fn unary_call_with_metadata_and_trailers_over_h2c_and_tls_upstreams() {
 
 #[test]
 fn bidirectional_stream_is_not_buffered() {
-    let env = Env::start();
-    let plain = start_upstream(&env.rt, "plain", false);
-    env.admin(
-        "/services",
-        json!({"name": "echo", "url": format!("grpc://127.0.0.1:{}", plain.port())}),
-    );
-    env.admin(
-        "/services/echo/routes",
-        json!({"name": "echo", "protocols": ["grpc"], "paths": ["/test.Echo/"]}),
-    );
+    let env = Env::with_echo_route();
     let ch = env.wait_serving(&[]);
 
     env.rt.block_on(async {
@@ -583,4 +596,137 @@ fn gateway_rejections_are_grpc_statuses() {
     assert_eq!(resp.status().as_u16(), 426);
     let body: Value = resp.json().expect("json");
     assert_eq!(body, json!({"message": "Please use HTTP2 protocol"}));
+}
+
+// --- the client's deadline ------------------------------------------------------
+
+type CallBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// One gRPC message, length-prefixed as on the wire.
+fn framed(msg: &Note) -> Bytes {
+    let payload = prost::Message::encode_to_vec(msg);
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.into()
+}
+
+/// A raw h2c call to the gateway with `grpc-timeout: <timeout>`. A tonic
+/// client would enforce that deadline itself; this one leaves it to the
+/// gateway.
+async fn call_with_timeout(
+    port: u16,
+    path: &str,
+    timeout: &str,
+    body: CallBody,
+) -> http::Response<hyper::body::Incoming> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(body)
+        .expect("request");
+    tokio::time::timeout(STEP, sender.send_request(req))
+        .await
+        .expect("response head in time")
+        .expect("response")
+}
+
+/// The data and the trailers of a response body.
+async fn data_and_trailers(body: &mut hyper::body::Incoming) -> (Vec<u8>, Option<http::HeaderMap>) {
+    let mut data = Vec::new();
+    while let Some(frame) = tokio::time::timeout(STEP, body.frame())
+        .await
+        .expect("body in time")
+    {
+        let frame = frame.expect("body frame");
+        match frame.into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(frame) => return (data, frame.into_trailers().ok()),
+        }
+    }
+    (data, None)
+}
+
+#[test]
+fn grpc_timeout_caps_the_upstream_call() {
+    let env = Env::with_echo_route();
+    env.wait_serving(&[]);
+    let port = env.proxy_port();
+    let one = |msg: &Note| -> CallBody { http_body_util::Full::new(framed(msg)).boxed() };
+
+    env.rt.block_on(async {
+        // A deadline longer than the call changes nothing.
+        let mut resp = call_with_timeout(port, UNARY, "5S", one(&note("in time", 1))).await;
+        assert_eq!(resp.status(), 200);
+        let (data, trailers) = data_and_trailers(resp.body_mut()).await;
+        assert_eq!(&data[..], &framed(&note("hello in time (-)", 1))[..]);
+        assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+
+        // The upstream answers only after SLOW_FOR: the gateway answers
+        // DEADLINE_EXCEEDED (trailers-only) once 300 ms are over.
+        let t = Instant::now();
+        let mut resp = call_with_timeout(port, SLOW, "300m", one(&note("late", 2))).await;
+        let took = t.elapsed();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "4", "{:?}", resp.headers());
+        assert_eq!(resp.headers()["grpc-message"], "Deadline Exceeded");
+        assert!(
+            took >= Duration::from_millis(250) && took < SLOW_FOR / 2,
+            "answered after {took:?}"
+        );
+        let (data, _) = data_and_trailers(resp.body_mut()).await;
+        assert!(data.is_empty());
+
+        // A stream whose response has begun: at the deadline the rest is
+        // cut and the client gets DEADLINE_EXCEEDED in the trailers.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let outbound = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, Infallible>(hyper::body::Frame::data(b)), rx))
+        });
+        let t = Instant::now();
+        tx.send(framed(&note("first", 1))).await.expect("send");
+        let mut resp = call_with_timeout(
+            port,
+            CHAT,
+            "800m",
+            BodyExt::boxed(http_body_util::StreamBody::new(outbound)),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers().get("grpc-status").is_none(),
+            "not trailers-only"
+        );
+        let (data, trailers) = data_and_trailers(resp.body_mut()).await;
+        let took = t.elapsed();
+        assert_eq!(&data[..], &framed(&note("echo first", 1))[..]);
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers["grpc-status"], "4");
+        assert_eq!(trailers["grpc-message"], "Deadline Exceeded");
+        assert!(
+            took >= Duration::from_millis(750) && took < STEP / 2,
+            "cut after {took:?}"
+        );
+        drop(tx);
+    });
+
+    // The access log keeps the gateway's 504 for the trailers-only answer.
+    let deadline = Instant::now() + STEP;
+    while !env.cluster.node(1).log_text().lines().any(|line| {
+        serde_json::from_str::<Value>(line).is_ok_and(|v| v["path"] == SLOW && v["status"] == 504)
+    }) {
+        assert!(Instant::now() < deadline, "access log line with 504");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

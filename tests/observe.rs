@@ -304,6 +304,35 @@ fn metrics_scraped_by_prometheus_and_logs_hold_no_secrets() {
     assert_eq!(access_lines, 30, "one access log line per request");
 }
 
+/// With `--metric-names prometheus` the same series come in base units
+/// with `_total` on counters, and the whole output passes promtool clean.
+#[test]
+fn prometheus_naming_passes_promtool_clean() {
+    let (_upstream, up_port) = spawn_upstream();
+    let c = Cluster::start(1, &["--metric-names", "prometheus"]);
+    configure(&c, up_port);
+    for i in 0..5 {
+        assert_eq!(request_with_secrets(&c, 1).0, 200, "request {i}");
+    }
+    let text = metrics_text(&c, 1);
+    promtool_check(&text, &[]);
+    for family in [
+        "kong_request_latency_seconds_bucket{",
+        "kong_upstream_latency_seconds_bucket{",
+        "kong_kong_latency_seconds_bucket{",
+        "kong_bandwidth_bytes_total{",
+        "kong_http_requests_total{",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    assert!(!text.contains("_latency_ms"), "{text}");
+    // Five requests, each far below 30 s: all in the seconds bucket 30.
+    assert!(
+        text.contains("kong_request_latency_seconds_bucket{route=\"obs-route\",service=\"obs-svc\",workspace=\"default\",le=\"30\"} 5"),
+        "{text}"
+    );
+}
+
 #[test]
 fn readiness_and_status() {
     let (_upstream, up_port) = spawn_upstream();

@@ -99,14 +99,24 @@ async fn h2_get(s: TlsStream<TcpStream>, path: &str, host: &str) -> (u16, Bytes)
 }
 
 async fn h1_get(s: TlsStream<TcpStream>, path: &str, host: &str) -> (u16, Bytes) {
+    h1_get_with(s, path, host, &[]).await
+}
+
+async fn h1_get_with(
+    s: TlsStream<TcpStream>,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Bytes) {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", host)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let mut req = Request::get(path).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
     let r = send.send_request(req).await.unwrap();
     let status = r.status().as_u16();
     (status, r.into_body().collect().await.unwrap().to_bytes())
@@ -174,6 +184,65 @@ async fn sni_certificates_h2_by_alpn_and_live_swap() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A plugin's `protocols` decide per request: key-auth limited to https
+/// on one route and to http on another, with both routes open to both.
+#[tokio::test]
+async fn plugins_run_only_for_their_protocols() {
+    let u = upstream("u").await;
+    let mut e = service_and_route(1, 11, &u.addr.to_string(), json!({"paths": ["/s"]}));
+    e.push((
+        "routes",
+        json!({"id": id(12), "service": {"id": id(1)}, "paths": ["/h"]}),
+    ));
+    e.push(("consumers", json!({"id": id(50), "username": "alice"})));
+    e.push((
+        "keyauth_credentials",
+        json!({"id": id(51), "consumer": {"id": id(50)}, "key": "k-1"}),
+    ));
+    for (plugin, route, protocols) in [(21, 11, ["https"]), (22, 12, ["http"])] {
+        e.push((
+            "plugins",
+            json!({"id": id(plugin), "name": "key-auth", "route": {"id": id(route)},
+                   "protocols": protocols}),
+        ));
+    }
+    let p = start(state(&e)).await;
+    let tls = p.tls.unwrap();
+    let c = client();
+    let over_tls = |path: &'static str, headers: &'static [(&'static str, &'static str)]| async move {
+        let conn = connect(tls, "localhost", &[b"http/1.1"]).await;
+        h1_get_with(conn, path, "localhost", headers).await
+    };
+
+    // /s: key-auth for https only.
+    let plain = get(&c, p.http, "/s", &[]).await;
+    assert_eq!(
+        plain.status, 200,
+        "not challenged over http: {:?}",
+        plain.body
+    );
+    assert_eq!(plain.header("x-upstream"), Some("u"));
+    let (status, body) = over_tls("/s", &[]).await;
+    assert_eq!(status, 401, "challenged over https");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"message": "No API key found in request"})
+    );
+    assert_eq!(over_tls("/s", &[("apikey", "k-1")]).await.0, 200);
+
+    // /h: key-auth for http only.
+    assert_eq!(get(&c, p.http, "/h", &[]).await.status, 401);
+    assert_eq!(
+        get(&c, p.http, "/h", &[("apikey", "k-1")]).await.status,
+        200
+    );
+    assert_eq!(
+        over_tls("/h", &[]).await.0,
+        200,
+        "not challenged over https"
+    );
 }
 
 #[tokio::test]

@@ -171,6 +171,118 @@ async fn ip_restriction_deny_allow_and_custom_answer() {
     assert_eq!(r.json(), json!({"message": "nope"}));
 }
 
+/// A client whose connections come from `source` (a loopback address).
+fn client_from(source: &str) -> Client {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_local_address(Some(source.parse().unwrap()));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(http)
+}
+
+/// `trusted_ips` = 127.0.0.1 and 10.0.0.0/8: requests from 127.0.0.1 (a
+/// trusted proxy) are from the first untrusted X-Forwarded-For hop counted
+/// from the right; requests from 127.0.0.2 are from 127.0.0.2 whatever
+/// they claim. ip-restriction, rate-limiting by ip and the X-Real-IP /
+/// X-Forwarded-For sent upstream all see that address.
+#[tokio::test]
+async fn client_ip_comes_through_trusted_proxies_only() {
+    let up = upstream("u").await;
+    let mut e = service_and_route(1, 11, &up.addr.to_string(), json!({"paths": ["/open"]}));
+    for (route, path) in [(12, "/guarded"), (13, "/metered")] {
+        e.push((
+            "routes",
+            json!({"id": id(route), "service": {"id": id(1)}, "paths": [path]}),
+        ));
+    }
+    e.push((
+        "plugins",
+        json!({"id": id(21), "name": "ip-restriction", "route": {"id": id(12)},
+               "config": {"allow": ["203.0.113.0/24"]}}),
+    ));
+    e.push((
+        "plugins",
+        json!({"id": id(22), "name": "rate-limiting", "route": {"id": id(13)},
+               "config": {"minute": 1, "limit_by": "ip", "policy": "local"}}),
+    ));
+    let mut config = settings();
+    config.trusted_ips =
+        raftgate::proxy::realip::TrustedIps::parse("127.0.0.1, 10.0.0.0/8").unwrap();
+    let p = start_with(config, state(&e)).await;
+    let proxy = client_from("127.0.0.1");
+    let direct = client_from("127.0.0.2");
+    let xff = |v: &'static str| [("x-forwarded-for", v)];
+    let denied = |ip: &str| json!({"message": format!("IP address not allowed: {ip}")});
+
+    // Upstream headers: X-Real-IP is the client, X-Forwarded-For gets the peer.
+    let r = get(
+        &proxy,
+        p.http,
+        "/open",
+        &xff("198.51.100.9, 203.0.113.5, 10.1.2.3"),
+    )
+    .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-real-ip"], "203.0.113.5");
+    assert_eq!(
+        h["x-forwarded-for"],
+        "198.51.100.9, 203.0.113.5, 10.1.2.3, 127.0.0.1"
+    );
+    let r = get(&direct, p.http, "/open", &xff("203.0.113.5")).await;
+    let h = &r.json()["headers"];
+    assert_eq!(
+        h["x-real-ip"], "127.0.0.2",
+        "an untrusted peer's XFF is not read"
+    );
+    assert_eq!(h["x-forwarded-for"], "203.0.113.5, 127.0.0.2");
+
+    // ip-restriction sees the resolved client.
+    assert_eq!(
+        get(&proxy, p.http, "/guarded", &xff("203.0.113.5"))
+            .await
+            .status,
+        200
+    );
+    let r = get(
+        &proxy,
+        p.http,
+        "/guarded",
+        &xff("203.0.113.5, 198.51.100.9"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()),
+        (403, denied("198.51.100.9")),
+        "the rightmost untrusted hop"
+    );
+    let r = get(&proxy, p.http, "/guarded", &[]).await;
+    assert_eq!((r.status, r.json()), (403, denied("127.0.0.1")));
+    // No spoofing from an untrusted peer, however the header is written.
+    for spoof in [
+        "203.0.113.5",
+        "203.0.113.5, 10.1.2.3",
+        "127.0.0.1, 203.0.113.5",
+    ] {
+        let r = get(&direct, p.http, "/guarded", &xff(spoof)).await;
+        assert_eq!((r.status, r.json()), (403, denied("127.0.0.2")), "{spoof}");
+        assert!(r.header("x-upstream").is_none());
+    }
+
+    // rate-limiting by ip: one a minute per resolved client.
+    let http = p.http;
+    let metered = |c: &Client, ip: &'static str| {
+        let c = c.clone();
+        async move { get(&c, http, "/metered", &xff(ip)).await.status }
+    };
+    assert_eq!(metered(&proxy, "203.0.113.5").await, 200);
+    assert_eq!(metered(&proxy, "203.0.113.6").await, 200, "another client");
+    assert_eq!(metered(&proxy, "203.0.113.5").await, 429);
+    assert_eq!(metered(&direct, "203.0.113.7").await, 200);
+    assert_eq!(
+        metered(&direct, "203.0.113.8").await,
+        429,
+        "a new XFF does not make an untrusted peer a new client"
+    );
+}
+
 #[tokio::test]
 async fn request_transformer_every_target() {
     let up = body_echo().await;

@@ -66,13 +66,13 @@ fn default_weight() -> u32 {
 fn default_jwt_algorithm() -> String {
     "HS256".to_string()
 }
+/// Every request protocol of Kong 3's http subsystem, WebSocket included
+/// (as Kong Enterprise, which has `ws`/`wss` routes, defaults it): a plugin
+/// added without `protocols` must not skip requests on a `ws` route.
 fn default_plugin_protocols() -> Vec<String> {
-    vec![
-        "grpc".to_string(),
-        "grpcs".to_string(),
-        "http".to_string(),
-        "https".to_string(),
-    ]
+    ["grpc", "grpcs", "http", "https", "ws", "wss"]
+        .map(str::to_string)
+        .to_vec()
 }
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())

@@ -3,7 +3,10 @@
 //!
 //! Three families live here:
 //! - Kong's (`kong_*`), fed by the prometheus plugin's log phase with the
-//!   names and labels Kong uses, so dashboards and alerts carry over;
+//!   names and labels Kong uses, so dashboards and alerts carry over
+//!   ([`Naming::Kong`], the default); Kong's names break two of promtool's
+//!   naming lints, so [`Naming::Prometheus`] offers the same series in
+//!   base units with `_total` on counters;
 //! - the cluster's (`raftgate_raft_*`, `raftgate_config_*`, …), read from a
 //!   `ClusterView` at scrape time (nothing on the request path);
 //! - hooks other modules call (`gossip_*`, `ratelimit_decision`): plain
@@ -28,6 +31,59 @@ const LATENCY_BUCKETS: &[f64] = &[
     2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
 ];
 
+/// How the prometheus plugin's series are named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Naming {
+    /// Kong's names: latencies in milliseconds (`kong_request_latency_ms`),
+    /// `kong_bandwidth_bytes` without `_total`.
+    #[default]
+    Kong,
+    /// Prometheus' conventions: latencies in seconds
+    /// (`kong_request_latency_seconds`), `kong_bandwidth_bytes_total`.
+    Prometheus,
+}
+
+impl std::str::FromStr for Naming {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Naming, String> {
+        match s {
+            "kong" => Ok(Naming::Kong),
+            "prometheus" => Ok(Naming::Prometheus),
+            other => Err(format!("'{other}' is not one of kong, prometheus")),
+        }
+    }
+}
+
+impl Naming {
+    /// The name of a latency histogram (`request`, `upstream`, `kong`).
+    fn latency(self, what: &str) -> String {
+        match self {
+            Naming::Kong => format!("kong_{what}_latency_ms"),
+            Naming::Prometheus => format!("kong_{what}_latency_seconds"),
+        }
+    }
+
+    fn bandwidth(self) -> &'static str {
+        match self {
+            Naming::Kong => "kong_bandwidth_bytes",
+            Naming::Prometheus => "kong_bandwidth_bytes_total",
+        }
+    }
+
+    /// Latency buckets in the histograms' unit.
+    fn buckets(self) -> Vec<f64> {
+        let ms_per_unit = self.ms_per_unit();
+        LATENCY_BUCKETS.iter().map(|b| b / ms_per_unit).collect()
+    }
+
+    fn ms_per_unit(self) -> f64 {
+        match self {
+            Naming::Kong => 1.0,
+            Naming::Prometheus => 1000.0,
+        }
+    }
+}
+
 /// The `outcome` labels of `raftgate_ratelimit_decisions_total`, as the
 /// rate limiter names its outcomes.
 pub const RATELIMIT_OUTCOMES: [&str; 4] = ["allowed", "over_limit", "over_share", "partitioned"];
@@ -38,6 +94,7 @@ pub const WORKSPACE: &str = "default";
 /// Every metric of the node.
 pub struct Metrics {
     registry: Registry,
+    naming: Naming,
     pub http_requests: IntCounterVec,
     pub request_latency: HistogramVec,
     pub upstream_latency: HistogramVec,
@@ -104,8 +161,8 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     )
 }
 
-fn histogram(r: &Registry, name: &str, help: &str) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+fn histogram(r: &Registry, naming: Naming, what: &str, help: &str) -> HistogramVec {
+    let opts = HistogramOpts::new(naming.latency(what), help).buckets(naming.buckets());
     reg(
         r,
         HistogramVec::new(opts, &["service", "route", "workspace"]).expect("valid metric"),
@@ -113,7 +170,7 @@ fn histogram(r: &Registry, name: &str, help: &str) -> HistogramVec {
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    fn new(naming: Naming) -> Metrics {
         let r = Registry::new();
         let ratelimit_decisions = counter_vec(
             &r,
@@ -141,22 +198,25 @@ impl Metrics {
             ),
             request_latency: histogram(
                 &r,
-                "kong_request_latency_ms",
+                naming,
+                "request",
                 "Total latency incurred during requests for each service/route in Kong",
             ),
             upstream_latency: histogram(
                 &r,
-                "kong_upstream_latency_ms",
+                naming,
+                "upstream",
                 "Latency added by upstream response for each service/route in Kong",
             ),
             kong_latency: histogram(
                 &r,
-                "kong_kong_latency_ms",
+                naming,
+                "kong",
                 "Latency added by Kong and enabled plugins for each service/route in Kong",
             ),
             bandwidth: counter_vec(
                 &r,
-                "kong_bandwidth_bytes",
+                naming.bandwidth(),
                 "Total bandwidth (ingress/egress) throughput in bytes",
                 &["service", "route", "direction", "workspace", "consumer"],
             ),
@@ -284,10 +344,16 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            naming,
             snapshot_seen: Mutex::new(None),
             gossip_seen: Mutex::new(Default::default()),
             registry: r,
         }
+    }
+
+    /// A latency in the unit of the latency histograms.
+    pub fn latency_value(&self, d: std::time::Duration) -> f64 {
+        d.as_secs_f64() * 1000.0 / self.naming.ms_per_unit()
     }
 
     /// The text exposition of every metric.
@@ -376,10 +442,20 @@ pub struct ClusterView {
     pub revocations: u64,
 }
 
+static NAMING: OnceLock<Naming> = OnceLock::new();
+
+/// Chooses the names of the prometheus plugin's series; call before the
+/// first use of [`global`] (later calls change nothing).
+pub fn use_naming(naming: Naming) {
+    if NAMING.set(naming).is_err() && NAMING.get() != Some(&naming) {
+        tracing::warn!(?naming, "metric names were already chosen");
+    }
+}
+
 /// The node's metrics (one registry per process).
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
+    METRICS.get_or_init(|| Metrics::new(NAMING.get().copied().unwrap_or_default()))
 }
 
 /// Hook for the rate-limiting plugin: one decision, by outcome (one of
@@ -419,7 +495,7 @@ mod tests {
 
     #[test]
     fn renders_every_family_with_help_and_type() {
-        let m = Metrics::new();
+        let m = Metrics::new(Naming::Kong);
         m.http_requests
             .with_label_values(&["s", "r", "200", "service", WORKSPACE, ""])
             .inc();
@@ -447,8 +523,37 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_naming_uses_seconds_and_total() {
+        let m = Metrics::new(Naming::Prometheus);
+        let labels = ["s", "r", WORKSPACE];
+        let latency = m.latency_value(std::time::Duration::from_millis(250));
+        assert!((latency - 0.25).abs() < 1e-9, "{latency}");
+        m.request_latency
+            .with_label_values(&labels)
+            .observe(latency);
+        m.bandwidth
+            .with_label_values(&["s", "r", "egress", WORKSPACE, ""])
+            .inc_by(7);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE kong_request_latency_seconds histogram"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "kong_request_latency_seconds_bucket{route=\"r\",service=\"s\",workspace=\"default\",le=\"0.2\"} 0"
+        ), "{text}");
+        assert!(text.contains(
+            "kong_request_latency_seconds_bucket{route=\"r\",service=\"s\",workspace=\"default\",le=\"0.5\"} 1"
+        ), "{text}");
+        assert!(text.contains("kong_bandwidth_bytes_total{"), "{text}");
+        assert!(!text.contains("_ms"), "{text}");
+        assert_eq!("prometheus".parse::<Naming>(), Ok(Naming::Prometheus));
+        assert!("seconds".parse::<Naming>().is_err());
+    }
+
+    #[test]
     fn ratelimit_outcomes_are_counted_by_label() {
-        let m = Metrics::new();
+        let m = Metrics::new(Naming::Kong);
         m.count_ratelimit_decision("over_share");
         m.count_ratelimit_decision("over_share");
         m.count_ratelimit_decision("something_else");
@@ -458,10 +563,27 @@ mod tests {
         assert!(text.contains("raftgate_ratelimit_decisions_total{outcome=\"something_else\"} 1"));
     }
 
-    /// Every metric the Grafana dashboard queries exists here.
+    /// Every metric each Grafana dashboard queries exists under the naming
+    /// it is written for.
     #[test]
-    fn dashboard_queries_only_known_metrics() {
-        let m = Metrics::new();
+    fn dashboards_query_only_known_metrics() {
+        let dashboards = [
+            (
+                Naming::Kong,
+                include_str!("../../observe/grafana/raftgate.json"),
+            ),
+            (
+                Naming::Prometheus,
+                include_str!("../../observe/grafana/raftgate-prometheus-names.json"),
+            ),
+        ];
+        for (naming, dashboard) in dashboards {
+            assert_dashboard_metrics_exist(naming, dashboard);
+        }
+    }
+
+    fn assert_dashboard_metrics_exist(naming: Naming, dashboard: &str) {
+        let m = Metrics::new(naming);
         let labels3 = ["s", "r", WORKSPACE];
         m.request_latency.with_label_values(&labels3).observe(1.0);
         m.upstream_latency.with_label_values(&labels3).observe(1.0);
@@ -479,7 +601,6 @@ mod tests {
         m.ratelimit_decisions.with_label_values(&["allowed"]).inc();
         m.raft_role.with_label_values(&["leader"]).set(1);
         let text = m.render();
-        let dashboard = include_str!("../../observe/grafana/raftgate.json");
         let mut names: Vec<&str> = dashboard
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("kong_") || w.starts_with("raftgate_"))
@@ -490,7 +611,7 @@ mod tests {
         for name in names {
             assert!(
                 text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
-                "dashboard uses unknown metric {name}"
+                "{naming:?} dashboard uses unknown metric {name}"
             );
         }
     }

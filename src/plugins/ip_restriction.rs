@@ -3,7 +3,9 @@
 //! IPv4 entries). As in Kong, `deny` is checked first and a non-empty
 //! `allow` list then decides alone. Blocked: `status` (403) with `message`
 //! (default "IP address not allowed: <ip>"). The client address is
-//! `RequestCtx::client_ip`, which the pipeline takes from the connection.
+//! `RequestCtx::client_ip`: the connection's, or, when the connecting peer
+//! is one of the node's `trusted_ips`, the first untrusted
+//! `X-Forwarded-For` hop from the right (`proxy::realip`).
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -10,7 +10,11 @@
 //! scope; `Plugins::resolve` picks, for one plugin name, the most specific
 //! instance for the request as Kong does, *at the moment that plugin's turn
 //! comes*, so that consumer-scoped plugins apply once an auth plugin (higher
-//! priority) has put the consumer in `RequestCtx`.
+//! priority) has put the consumer in `RequestCtx`. An instance runs only
+//! for requests whose protocol (`RequestCtx::protocol`) its `protocols`
+//! list names; the most specific instance decides, so a route-scoped
+//! instance limited to `https` leaves plain `http` requests on that route
+//! without the plugin rather than falling back to a wider instance.
 //!
 //! Adding a plugin: one file in this folder implementing `Plugin` plus a
 //! `build` function, and one line in `REGISTRY`.
@@ -125,14 +129,91 @@ pub struct CredentialInfo {
     pub identifier: String,
 }
 
+/// A request's protocol, as a plugin's `protocols` names it: the family
+/// of the route it matched (gRPC, WebSocket, else HTTP), over TLS or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Http,
+    Https,
+    Grpc,
+    Grpcs,
+    Ws,
+    Wss,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 6] = [
+        Protocol::Http,
+        Protocol::Https,
+        Protocol::Grpc,
+        Protocol::Grpcs,
+        Protocol::Ws,
+        Protocol::Wss,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Grpc => "grpc",
+            Protocol::Grpcs => "grpcs",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
+        }
+    }
+
+    /// The protocol of a request that matched a route with `route_protocols`
+    /// (one family, as validation ensures), over TLS or not.
+    pub fn of_request(route_protocols: &[String], tls: bool) -> Protocol {
+        let has = |names: [&str; 2]| route_protocols.iter().any(|p| names.contains(&p.as_str()));
+        match (has(["grpc", "grpcs"]), has(["ws", "wss"]), tls) {
+            (true, _, false) => Protocol::Grpc,
+            (true, _, true) => Protocol::Grpcs,
+            (false, true, false) => Protocol::Ws,
+            (false, true, true) => Protocol::Wss,
+            (false, false, false) => Protocol::Http,
+            (false, false, true) => Protocol::Https,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The protocols one plugin instance runs for, as a bit set; names that
+/// are no request protocol here (`tcp`, `tls`…) select nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Protocols(u8);
+
+impl Protocols {
+    fn of(names: &[String]) -> Protocols {
+        Protocols(
+            Protocol::ALL
+                .iter()
+                .filter(|p| names.iter().any(|n| n == p.name()))
+                .fold(0, |set, p| set | p.bit()),
+        )
+    }
+
+    fn contains(self, p: Protocol) -> bool {
+        self.0 & p.bit() != 0
+    }
+}
+
 /// Per-request state shared by the plugins and the pipeline.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
     pub route_id: Option<Uuid>,
     pub service_id: Option<Uuid>,
+    /// The client's address: the connection's, or the one trusted proxies
+    /// forwarded (see `proxy::realip`).
     pub client_ip: Option<IpAddr>,
     /// "http" or "https" as the client spoke to us.
     pub scheme: &'static str,
+    /// What plugin instances' `protocols` are checked against.
+    pub protocol: Protocol,
     /// Set by auth plugins; consumer-scoped plugins resolve after this.
     pub consumer: Option<ConsumerInfo>,
     pub credential: Option<CredentialInfo>,
@@ -349,10 +430,16 @@ struct Scope {
     group: Option<Uuid>,
 }
 
+/// One compiled instance and the protocols it runs for.
+struct Instance {
+    plugin: Arc<dyn Plugin>,
+    protocols: Protocols,
+}
+
 /// The instances of one plugin name, by scope.
 struct Slot {
     name: &'static str,
-    instances: HashMap<Scope, Arc<dyn Plugin>>,
+    instances: HashMap<Scope, Instance>,
     has_consumer_scope: bool,
     has_group_scope: bool,
 }
@@ -416,7 +503,13 @@ impl Plugins {
             };
             slot.has_consumer_scope |= scope.consumer.is_some();
             slot.has_group_scope |= scope.group.is_some();
-            slot.instances.insert(scope, instance);
+            slot.instances.insert(
+                scope,
+                Instance {
+                    plugin: instance,
+                    protocols: Protocols::of(&p.protocols),
+                },
+            );
         }
         slots.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(b.1.name)));
         Plugins {
@@ -437,7 +530,8 @@ impl Plugins {
     /// to this request now, by Kong's precedence: consumer+route+service,
     /// group+route+service, consumer+route, consumer+service, group+route,
     /// group+service, route+service, consumer, group, route, service,
-    /// global.
+    /// global. `None` also when that instance's `protocols` leave out the
+    /// request's protocol.
     pub fn resolve(&self, index: usize, ctx: &RequestCtx) -> Option<Arc<dyn Plugin>> {
         let slot = self.slots.get(index)?;
         let r = ctx.route_id;
@@ -456,14 +550,12 @@ impl Plugins {
                    service: Option<Uuid>,
                    consumer: Option<Uuid>,
                    group: Option<Uuid>| {
-            slot.instances
-                .get(&Scope {
-                    route,
-                    service,
-                    consumer,
-                    group,
-                })
-                .cloned()
+            slot.instances.get(&Scope {
+                route,
+                service,
+                consumer,
+                group,
+            })
         };
         let by_group = |route: Option<Uuid>, service: Option<Uuid>| {
             groups
@@ -501,6 +593,8 @@ impl Plugins {
             .or_else(|| r.and_then(|_| get(r, None, None, None)))
             .or_else(|| s.and_then(|_| get(None, s, None, None)))
             .or_else(|| get(None, None, None, None))
+            .filter(|i| i.protocols.contains(ctx.protocol))
+            .map(|i| i.plugin.clone())
     }
 }
 
@@ -607,6 +701,57 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].bytes_sent, 5);
         assert!(done[0].complete);
+    }
+
+    #[test]
+    fn an_instance_runs_only_for_its_protocols() {
+        let route = Uuid::from_u128(100);
+        let s = with_plugins(vec![
+            json!({"name":"request-size-limiting","protocols":["http","https"],
+                   "config":{"allowed_payload_size":1,"size_unit":"megabytes"}}),
+            json!({"name":"request-size-limiting","route":{"id":route.to_string()},
+                   "protocols":["https"],
+                   "config":{"allowed_payload_size":1,"size_unit":"kilobytes"}}),
+        ]);
+        let plugins = Plugins::compile(&s);
+        let mut ctx = RequestCtx {
+            route_id: Some(route),
+            protocol: Protocol::Https,
+            ..RequestCtx::default()
+        };
+        assert!(limit_of(&plugins.resolve(0, &ctx).unwrap()).is_some());
+        // Plain http: the route's instance decides, and it is not for http
+        // (no fallback to the global one).
+        ctx.protocol = Protocol::Http;
+        assert!(plugins.resolve(0, &ctx).is_none());
+        // Another route: the global instance, for http but not for grpc.
+        ctx.route_id = Some(Uuid::from_u128(101));
+        assert!(limit_of(&plugins.resolve(0, &ctx).unwrap()).is_none());
+        ctx.protocol = Protocol::Grpc;
+        assert!(plugins.resolve(0, &ctx).is_none());
+    }
+
+    #[test]
+    fn the_request_protocol_follows_the_route_family_and_tls() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (&["http", "https"][..], false, Protocol::Http),
+            (&["https"][..], true, Protocol::Https),
+            (&["grpc", "grpcs"][..], false, Protocol::Grpc),
+            (&["grpcs"][..], true, Protocol::Grpcs),
+            (&["ws", "wss"][..], false, Protocol::Ws),
+            (&["wss"][..], true, Protocol::Wss),
+        ];
+        for (route, tls, expected) in cases {
+            assert_eq!(
+                Protocol::of_request(&names(route), tls),
+                expected,
+                "{route:?}"
+            );
+        }
+        let set = Protocols::of(&names(&["grpc", "wss", "tcp"]));
+        let members: Vec<_> = Protocol::ALL.iter().filter(|p| set.contains(**p)).collect();
+        assert_eq!(members, [&Protocol::Grpc, &Protocol::Wss]);
     }
 
     #[test]

@@ -49,17 +49,16 @@ impl Plugin for Prometheus {
         }
         if self.latency {
             let labels = [service, route, WORKSPACE];
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
             m.request_latency
                 .with_label_values(&labels)
-                .observe(ms(facts.start.elapsed()));
+                .observe(m.latency_value(facts.start.elapsed()));
             m.kong_latency
                 .with_label_values(&labels)
-                .observe(ms(facts.kong_latency));
+                .observe(m.latency_value(facts.kong_latency));
             if let Some(up) = facts.upstream_latency {
                 m.upstream_latency
                     .with_label_values(&labels)
-                    .observe(ms(up));
+                    .observe(m.latency_value(up));
             }
         }
         if self.bandwidth {

@@ -19,7 +19,7 @@ use super::balancer::HashInput;
 use super::errors;
 use super::forward::{self, UpstreamHead};
 use super::snapshot::Snapshot;
-use crate::model::{Aggregation, Route};
+use crate::model::Aggregation;
 use crate::plugins::{Body, Reply};
 
 /// Largest backend body read (beyond: that part fails).
@@ -34,16 +34,11 @@ enum Miss {
     Failed,
 }
 
-/// The named captures of the first regex path of `route` matching `path`.
-pub fn path_params(route: &Route, path: &str) -> HashMap<String, String> {
+/// The named captures of the first of a route's regex paths (compiled by
+/// the router, in the route's order) that matches `path`.
+pub fn path_params(regex_paths: &[regex::Regex], path: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for p in route.paths.iter().flatten() {
-        let Some(re) = p.strip_prefix('~') else {
-            continue;
-        };
-        let Ok(re) = regex::Regex::new(&format!("^(?:{re})")) else {
-            continue;
-        };
+    for re in regex_paths {
         if let Some(caps) = re.captures(path) {
             for name in re.capture_names().flatten() {
                 if let Some(m) = caps.name(name) {
@@ -236,6 +231,20 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn params_come_from_the_first_matching_regex_path() {
+        let paths = [
+            regex::Regex::new("^(?:/u/(?P<id>\\d+))").unwrap(),
+            regex::Regex::new("^(?:/(?P<kind>\\w+)/(?P<id>\\d+))").unwrap(),
+        ];
+        let p = path_params(&paths, "/u/42/x");
+        assert_eq!(p, HashMap::from([("id".to_string(), "42".to_string())]));
+        let p = path_params(&paths, "/v/7");
+        assert_eq!(p["kind"], "v");
+        assert_eq!(p["id"], "7");
+        assert!(path_params(&paths, "/nothing").is_empty());
     }
 
     #[test]

@@ -86,8 +86,10 @@ pub struct UpstreamHead {
 /// The facts the forwarded headers carry, as header values ready to copy
 /// (the connection's are formatted once per connection).
 pub struct ClientFacts<'a> {
-    /// The client's IP.
+    /// The connection's peer (appended to `X-Forwarded-For`).
     pub ip: &'a HeaderValue,
+    /// The client as resolved through trusted proxies (`X-Real-IP`).
+    pub real_ip: &'a HeaderValue,
     /// The port the client connected to.
     pub local_port: &'a HeaderValue,
     pub scheme: &'static str,
@@ -217,7 +219,7 @@ pub fn upstream_headers(
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_REAL_IP, facts.ip.clone());
+    headers.insert(X_REAL_IP, facts.real_ip.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(facts.scheme));
     if let Some(h) = facts.host {
         let value = match h.to_str() {

@@ -20,18 +20,33 @@
 //! Forwarding needs nothing special here: the bodies stream frame by frame
 //! both ways and trailers pass untouched; `forward` speaks HTTP/2 to
 //! `grpc` (h2c) and `grpcs` (h2 over TLS) services.
+//!
+//! The client's `grpc-timeout` caps a call on a `grpc`/`grpcs` route: when
+//! it passes before the upstream answered, the gateway answers
+//! DEADLINE_EXCEEDED (trailers-only, logged as 504); when it passes while
+//! the upstream's response streams, the rest of that response is dropped
+//! and the client gets trailers with DEADLINE_EXCEEDED (`Deadline`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
+use http_body::Frame;
 
 use crate::model::Route;
-use crate::plugins::Reply;
+use crate::plugins::{Body, BoxError, Reply};
 
 pub const NOT_GRPC: &str = "Non-gRPC request matched gRPC route";
 pub const USE_HTTP2: &str = "Please use HTTP2 protocol";
 pub const GRPCS_ONLY: &str = "gRPC request matched gRPCs route";
 
+pub const DEADLINE_EXCEEDED: &str = "Deadline Exceeded";
+
+const TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
@@ -128,6 +143,89 @@ pub fn check_route(
         });
     }
     None
+}
+
+/// The client's `grpc-timeout`: at most 8 digits, then the unit (`H`ours,
+/// `M`inutes, `S`econds, `m`illi-, `u` micro-, `n` nanoseconds). `None`
+/// when absent or malformed (the call then has no deadline here).
+pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(TIMEOUT)?.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The answer to a call whose deadline passed before the upstream
+/// answered: 504, which becomes DEADLINE_EXCEEDED in trailers-only form.
+pub fn deadline_exceeded() -> Reply {
+    Reply::message(StatusCode::GATEWAY_TIMEOUT, DEADLINE_EXCEEDED)
+}
+
+/// An upstream's response body cut at the client's deadline: if it has
+/// not ended by then, the upstream stream is dropped (which resets it) and
+/// the client gets trailers with DEADLINE_EXCEEDED instead of the rest.
+pub struct Deadline {
+    inner: Option<Body>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    pub fn wrap(inner: Body, at: Instant) -> Body {
+        http_body_util::BodyExt::boxed(Deadline {
+            inner: Some(inner),
+            timer: Box::pin(tokio::time::sleep_until(at.into())),
+        })
+    }
+}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(polled) = Pin::new(inner).poll_frame(cx) {
+            // After the upstream's trailers nothing may follow.
+            if !matches!(&polled, Some(Ok(f)) if f.is_data()) {
+                this.inner = None;
+            }
+            return Poll::Ready(polled);
+        }
+        match this.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.inner = None;
+                let mut trailers = HeaderMap::new();
+                trailers.insert(
+                    STATUS,
+                    HeaderValue::from(u16::from(code::DEADLINE_EXCEEDED)),
+                );
+                trailers.insert(MESSAGE, HeaderValue::from_static(DEADLINE_EXCEEDED));
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
 }
 
 /// The gRPC code for one of the gateway's HTTP answers.
@@ -296,6 +394,67 @@ mod tests {
         assert_eq!(encode_message("50% off\nnaïve"), "50%25 off%0Ana%C3%AFve");
         let r = trailers_only(Reply::message(StatusCode::FORBIDDEN, "déjà vu"));
         assert_eq!(r.headers["grpc-message"], "d%C3%A9j%C3%A0 vu");
+    }
+
+    #[test]
+    fn grpc_timeout_units_and_malformed_values() {
+        let t = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            timeout(&h)
+        };
+        assert_eq!(t("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(t("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(t("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(t("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        for bad in ["", "S", "100", "123456789S", "1s", "-1S", "1.5S", "1 S"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+        assert_eq!(timeout(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_deadline_ends_with_deadline_exceeded() {
+        use http_body_util::BodyExt;
+        // An upstream body that sends one message and then stalls.
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        tx.try_send(Ok(Frame::data(Bytes::from_static(b"msg"))))
+            .unwrap();
+        let stalled: Body = http_body_util::StreamBody::new(rx).boxed();
+        let at = Instant::now() + Duration::from_millis(50);
+        let mut body = Deadline::wrap(stalled, at);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "msg");
+        let last = body.frame().await.unwrap().unwrap();
+        assert!(Instant::now() >= at);
+        let trailers = last.into_trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "4");
+        assert_eq!(trailers["grpc-message"], DEADLINE_EXCEEDED);
+        assert!(body.frame().await.is_none());
+        drop(tx);
+
+        // One that ends with its own trailers in time is left alone.
+        let mut own = HeaderMap::new();
+        own.insert("grpc-status", HeaderValue::from_static("0"));
+        let done: Body =
+            http_body_util::StreamBody::new(futures::stream::iter([Ok::<_, BoxError>(
+                Frame::trailers(own),
+            )]))
+            .boxed();
+        let mut body = Deadline::wrap(done, Instant::now() + Duration::from_millis(20));
+        let t = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(t["grpc-status"], "0");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(body.frame().await.is_none(), "nothing after the trailers");
     }
 
     #[test]

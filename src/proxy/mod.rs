@@ -19,6 +19,7 @@ pub mod listener;
 pub mod peek;
 pub mod pipeline;
 pub mod pool;
+pub mod realip;
 pub mod snapshot;
 pub mod tls;
 pub mod websocket;
@@ -53,6 +54,9 @@ pub struct ProxySettings {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain_grace: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (Kong's
+    /// `trusted_ips`); none by default.
+    pub trusted_ips: realip::TrustedIps,
 }
 
 impl Default for ProxySettings {
@@ -64,6 +68,7 @@ impl Default for ProxySettings {
             header_read_timeout: Duration::from_secs(60),
             max_connections: 16_384,
             drain_grace: Duration::from_secs(10),
+            trusted_ips: realip::TrustedIps::default(),
         }
     }
 }

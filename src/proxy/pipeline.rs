@@ -1,8 +1,9 @@
 //! The life of one request, in one function: route, protocol check,
-//! plugins' access phase, upstream request, forwarding, response headers,
-//! response body, log (when the body is over). Everything the gateway
-//! answers itself goes through `own` (in gRPC's trailers-only form when the
-//! request is a gRPC call).
+//! plugins' access phase (each instance only for the request's protocol),
+//! upstream request, forwarding (a gRPC call within the client's
+//! `grpc-timeout`), response headers, response body, log (when the body is
+//! over). Everything the gateway answers itself goes through `own` (in
+//! gRPC's trailers-only form when the request is a gRPC call).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,12 +18,12 @@ use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
 use super::grpc::{self, GatewayStatus};
 use super::listener::ConnInfo;
-use super::{aggregate, peek, websocket, Shared};
+use super::{aggregate, peek, realip, websocket, Shared};
 use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
 use crate::plugins::correlation_id::CorrelationIdValue;
 use crate::plugins::request_transformer::UpstreamPath;
-use crate::plugins::{Body, Logged, Plugin, Reply, RequestCtx};
+use crate::plugins::{Body, Logged, Plugin, Protocol, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
@@ -78,6 +79,11 @@ pub async fn handle(
     let host: Option<&str> = host_value.as_ref().and_then(|h| h.to_str().ok());
     let uri = parts.uri.clone();
     let path = router::normalize_path(uri.path());
+    let client_ip = realip::client_ip(
+        conn.remote.ip(),
+        &parts.headers,
+        &shared.settings.trusted_ips,
+    );
     shared
         .observer
         .server
@@ -90,7 +96,7 @@ pub async fn handle(
     let named = logging || !snap.plugins.is_empty();
     let mut log_entry = Entry::default();
     if logging {
-        log_entry.client_ip = Some(conn.remote.ip().to_string());
+        log_entry.client_ip = Some(client_ip.to_string());
         log_entry.method = parts.method.as_str().to_string();
         log_entry.path = path.to_string();
     }
@@ -155,10 +161,16 @@ pub async fn handle(
     let mut ctx = RequestCtx {
         route_id: Some(route.id),
         service_id: Some(entry.service.id),
-        client_ip: Some(conn.remote.ip()),
+        client_ip: Some(client_ip),
         scheme,
+        protocol: Protocol::of_request(&route.protocols, conn.tls),
         ..RequestCtx::default()
     };
+    // The client's deadline caps a gRPC call's upstream part.
+    let deadline = matches!(ctx.protocol, Protocol::Grpc | Protocol::Grpcs)
+        .then(|| grpc::timeout(&parts.headers))
+        .flatten()
+        .and_then(|t| start.checked_add(t));
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
     // No body (most GETs): an empty one, which boxes without allocating.
     let body: Body = if http_body::Body::is_end_stream(&body) {
@@ -230,10 +242,18 @@ pub async fn handle(
         (Some(h), true) => h.clone(),
         _ => entry.host_value.clone(),
     };
+    // X-Real-IP: the connection's peer (formatted once per connection)
+    // unless trusted proxies named another client.
+    let real_ip = if client_ip == conn.remote.ip() {
+        conn.ip_header.clone()
+    } else {
+        HeaderValue::from_str(&client_ip.to_string()).unwrap_or_else(|_| conn.ip_header.clone())
+    };
     let headers = forward::upstream_headers(
         std::mem::take(&mut parts.headers),
         &ClientFacts {
             ip: &conn.ip_header,
+            real_ip: &real_ip,
             local_port: &conn.port_header,
             scheme,
             host: host_value.as_ref(),
@@ -257,7 +277,7 @@ pub async fn handle(
             ip: ctx.client_ip,
             headers: &head.headers,
         };
-        let params = aggregate::path_params(route, &path);
+        let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
         return Ok(own_filtered(
             start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
@@ -286,7 +306,18 @@ pub async fn handle(
     }
     let sent = Instant::now();
     let sending = forward::send_request(&entry, upstream_req, consumer, ctx.client_ip);
-    let (mut resp, in_flight) = match sending.await {
+    let answered = match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), sending).await.ok(),
+        None => Some(sending.await),
+    };
+    let Some(answered) = answered else {
+        facts.upstream_latency = Some(sent.elapsed());
+        let reply = grpc::deadline_exceeded();
+        return Ok(own_filtered(
+            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
+        ));
+    };
+    let (mut resp, in_flight) = match answered {
         Ok(r) => r,
         Err(e) => {
             let reply = match e {
@@ -328,6 +359,9 @@ pub async fn handle(
     }
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
     let mut body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    if let Some(at) = deadline {
+        body = grpc::Deadline::wrap(body, at);
+    }
     for plugin in &ran {
         body = plugin.response_body(&ctx, body);
     }

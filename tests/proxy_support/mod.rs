@@ -200,6 +200,7 @@ pub fn settings() -> ProxySettings {
         header_read_timeout: Duration::from_secs(5),
         max_connections: 1024,
         drain_grace: Duration::from_secs(5),
+        trusted_ips: Default::default(),
     }
 }
 
