@@ -136,6 +136,71 @@ async fn https_only_route_over_http_is_426() {
     assert_eq!(r.json(), json!({"message": "Please use HTTPS protocol"}));
 }
 
+/// A raw HTTP/1.1 upstream that counts its connections and answers every
+/// request with a small body; with `close_after_each`, it closes the
+/// connection after each answer without saying so (no `connection: close`).
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() || close_after_each {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_dead_ones_skipped() {
+    use std::sync::atomic::Ordering;
+    // Sequential requests share one upstream connection.
+    let (addr, conns) = counting_upstream(false).await;
+    let e = service_and_route(1, 11, &addr.to_string(), json!({"paths": ["/"]}));
+    let p = start(state(&e)).await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, p.http, "/", &[]).await.status, 200);
+    }
+    assert_eq!(conns.load(Ordering::Relaxed), 1);
+
+    // An upstream that drops each connection after answering: the pooled
+    // connection is found dead and the next request opens a new one.
+    let (addr, conns) = counting_upstream(true).await;
+    let e = service_and_route(2, 12, &addr.to_string(), json!({"paths": ["/"]}));
+    p.publish(state(&e));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        assert_eq!(get(&c, p.http, "/", &[]).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(conns.load(Ordering::Relaxed), 5);
+}
+
 #[tokio::test]
 async fn upstream_errors_are_502_and_504() {
     // A port nobody listens on: bind, learn, close.
@@ -383,23 +448,35 @@ async fn malformed_requests_are_answered_and_the_proxy_keeps_serving() {
             String::from_utf8_lossy(bytes)
         );
     }
-    // Content-Length with Transfer-Encoding: hyper applies RFC 9112 §6.3
-    // (chunked wins, the length is dropped, the connection is closed after
-    // the answer), so nothing can be smuggled past the framing.
-    let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    let mut all = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
-    let all = String::from_utf8_lossy(&all);
-    assert_eq!(all.matches("HTTP/1.1 ").count(), 1, "{all}");
-    assert!(
-        all.starts_with("HTTP/1.1 200") && all.contains("connection: close"),
-        "{all}"
-    );
-    assert!(
-        !all.contains("smuggled") && !all.contains("\"content-length\""),
-        "{all}"
-    );
+    // Content-Length with Transfer-Encoding, in either order: 400 (RFC 9112
+    // §6.1 lets a proxy reject it), nothing reaches the upstream, nothing
+    // can be smuggled past the framing, and the connection is closed.
+    for head in [
+        "content-length: 5\r\ntransfer-encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5",
+    ] {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        // A request before it on the same connection is served as usual.
+        s.write_all(
+            format!(
+                "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcdPOST / HTTP/1.1\r\nhost: x\r\n{head}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+        let all = String::from_utf8_lossy(&all);
+        assert_eq!(all.matches("HTTP/1.1 ").count(), 2, "{all}");
+        let second = &all[all.rfind("HTTP/1.1 ").unwrap()..];
+        assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+        assert!(
+            second.starts_with("HTTP/1.1 400") && second.contains("connection: close"),
+            "{all}"
+        );
+        assert!(!all.contains("smuggled"), "{all}");
+    }
     let mut big = b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec();
     big.extend(format!("x-big: {}\r\n\r\n", "a".repeat(64 * 1024)).as_bytes());
     let answer = raw(p.http, &big).await;

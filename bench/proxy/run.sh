@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Proxy throughput and latency, side by side, on loopback only:
-#   1. the upstream directly            (nginx answering a small static body)
-#   2. nginx as a reverse proxy         (upstream keepalive pool)
-#   3. raftgate with one route, no plugins
-# Prints requests/s, p50 and p99 latency for each, raftgate's ratios to
-# nginx, and each proxy's resident memory idle and under load.
+# Proxy throughput, latency and CPU cost, side by side, on loopback only:
+#   direct    the upstream alone        (nginx answering a small static body)
+#   nginx     nginx as a reverse proxy  (upstream keepalive pool)
+#   raftgate  one route, no plugins     (the proxy_one_route example)
+# Each measured run is repeated ROUNDS times, interleaved (nginx, raftgate,
+# direct, then again), and the median round is reported, so that a noisy
+# neighbour on a shared machine hits all three alike.
 #
-# Pinning: the load generator (wrk), the upstream and the proxy under test
-# run on separate cores when there are enough (taskset). With 2 cores the
-# load generator gets core 0 and the proxy and the upstream share core 1;
-# with 4 or more: wrk on 0, upstream on 1, proxy on 2 (override with
-# LOAD_CPUS, UPSTREAM_CPUS, PROXY_CPUS). The proxy gets as many workers as
-# it has cores (nginx worker_processes, TOKIO_WORKER_THREADS).
+# Per target: requests/s, p50 and p99 latency (wrk), CPU per request (user
+# and system microseconds of the server under test, from /proc, over the
+# measured run), resident memory idle and under load; then raftgate's
+# ratios to nginx, and the load average before and after.
 #
-# Usage: bench/proxy/run.sh            (DURATION=10 CONNECTIONS=64 by default)
+# Pinning: wrk gets core 0; the upstream and the proxy under test share
+# core 1 (2 cores). With 4 or more: wrk on 0, upstream on 1, proxy on 2.
+# Override with LOAD_CPUS, UPSTREAM_CPUS, PROXY_CPUS. One worker each:
+# nginx worker_processes 1, TOKIO_WORKER_THREADS=1 (PROXY_WORKERS).
+# Both proxies keep upstream connections alive and take up to a million
+# requests on one client connection (nginx keepalive_requests).
+#
+# Usage: bench/proxy/run.sh   (DURATION=10 CONNECTIONS=64 ROUNDS=3)
+#        RAFTGATE_BIN=path/to/proxy_one_route  uses a prebuilt binary.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
@@ -56,8 +64,8 @@ elif [ "$CPUS" -ge 2 ]; then
 else
     LOAD_CPUS=${LOAD_CPUS:-0}; UPSTREAM_CPUS=${UPSTREAM_CPUS:-0}; PROXY_CPUS=${PROXY_CPUS:-0}
 fi
-# Workers for the proxy under test: one per core it is pinned to.
-PROXY_WORKERS=$(taskset -c "$PROXY_CPUS" nproc)
+PROXY_WORKERS=${PROXY_WORKERS:-1}
+CLK_TCK=$(getconf CLK_TCK)
 
 nginx_conf() { # name, body of the http block
     mkdir -p "$WORK/$1"
@@ -126,26 +134,23 @@ NGINX_PID=$!
 wait_port "$NGINX_PROXY_PORT"
 
 # --- raftgate -------------------------------------------------------------
-# TODO(lead): start one raftgate node with one route `/` → service
-# 127.0.0.1:$UPSTREAM_PORT and no plugins, listening on
-# 127.0.0.1:$RAFTGATE_PORT, pinned with `start_pinned "$PROXY_CPUS" …` and
-# TOKIO_WORKER_THREADS=$PROXY_WORKERS; set RAFTGATE_PID. Until the CLI is
-# ready, the `proxy_one_route` example (the proxy alone, state built in
-# memory) stands in for it; RAFTGATE_CMD overrides the command.
-RAFTGATE_PID=""
 if [ -z "${RAFTGATE_CMD:-}" ]; then
-    (cd "$ROOT" && cargo build --release --quiet --example proxy_one_route)
-    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-    RAFTGATE_CMD="exec $TARGET_DIR/release/examples/proxy_one_route 127.0.0.1:$RAFTGATE_PORT 127.0.0.1:$UPSTREAM_PORT"
+    if [ -z "${RAFTGATE_BIN:-}" ]; then
+        (cd "$ROOT" && cargo build --release --quiet --example proxy_one_route)
+        RAFTGATE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/proxy_one_route
+    fi
+    RAFTGATE_CMD="exec $RAFTGATE_BIN 127.0.0.1:$RAFTGATE_PORT 127.0.0.1:$UPSTREAM_PORT"
 fi
-if [ -n "${RAFTGATE_CMD:-}" ]; then
-    TOKIO_WORKER_THREADS=$PROXY_WORKERS start_pinned "$PROXY_CPUS" bash -c "$RAFTGATE_CMD"
-    RAFTGATE_PID=$!
-    wait_port "$RAFTGATE_PORT"
-fi
+TOKIO_WORKER_THREADS=$PROXY_WORKERS start_pinned "$PROXY_CPUS" bash -c "$RAFTGATE_CMD"
+RAFTGATE_PID=$!
+wait_port "$RAFTGATE_PORT"
+UPSTREAM_PID=$(cat "$WORK/upstream/nginx.pid")
 
 # --- load -------------------------------------------------------------------
-declare -A RPS P50 P99 RSS_IDLE RSS_LOAD
+declare -A PORT=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PROXY_PORT [raftgate]=$RAFTGATE_PORT)
+declare -A SERVER=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [raftgate]=$RAFTGATE_PID)
+declare -A RSS_IDLE RSS_LOAD
+declare -A ROWS # name → lines "rps p50 p99 user_us sys_us", one per round
 
 to_ms() { # wrk latency ("812.00us", "1.20ms", "2.01s") → ms
     awk -v v="$1" 'BEGIN {
@@ -155,46 +160,74 @@ to_ms() { # wrk latency ("812.00us", "1.20ms", "2.01s") → ms
         else print v }'
 }
 
-run_load() { # name, port, pid-to-measure (optional)
-    local name=$1 port=$2 pid=${3:-}
-    [ -n "$pid" ] && RSS_IDLE[$name]=$(rss_kib "$pid")
+cpu_ticks() { # pid → "user system" clock ticks of it and its children
+    local u=0 s=0
+    for p in $1 $(pgrep -P "$1" || true); do
+        read -r pu ps < <(awk '{ sub(/^.*\) /, ""); print $12, $13 }' /proc/"$p"/stat 2>/dev/null || echo "0 0")
+        u=$((u + pu)); s=$((s + ps))
+    done
+    echo "$u $s"
+}
+
+run_load() { # name
+    local name=$1 port=${PORT[$1]} pid=${SERVER[$1]}
+    [ -z "${RSS_IDLE[$name]:-}" ] && RSS_IDLE[$name]=$(rss_kib "$pid")
     # Warm-up (pools, caches), then the measured run.
     taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
     local out="$WORK/$name.wrk"
+    read -r u0 s0 < <(cpu_ticks "$pid")
     taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
         "http://127.0.0.1:$port/" >"$out" &
     local wrk_pid=$!
-    if [ -n "$pid" ]; then
-        sleep $((DURATION / 2))
-        RSS_LOAD[$name]=$(rss_kib "$pid")
-    fi
+    sleep $((DURATION / 2))
+    local rss
+    rss=$(rss_kib "$pid")
+    [ "$rss" -gt "${RSS_LOAD[$name]:-0}" ] && RSS_LOAD[$name]=$rss
     wait "$wrk_pid"
-    if grep -q "Non-2xx" "$out"; then
-        echo "WARNING: $name answered non-2xx responses:" >&2
-        grep "Non-2xx" "$out" >&2
+    read -r u1 s1 < <(cpu_ticks "$pid")
+    if grep -q "Non-2xx\|Socket errors" "$out"; then
+        echo "WARNING: $name:" >&2
+        grep "Non-2xx\|Socket errors" "$out" >&2
     fi
-    RPS[$name]=$(awk '/Requests\/sec/ {print $2}' "$out")
-    P50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
-    P99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    local requests rps p50 p99
+    requests=$(awk '/requests in/ {print $1}' "$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    ROWS[$name]+="$(awk -v r="$rps" -v a="$p50" -v b="$p99" -v n="$requests" -v t="$CLK_TCK" \
+        -v u=$((u1 - u0)) -v s=$((s1 - s0)) \
+        'BEGIN { printf "%s %s %s %.1f %.1f", r, a, b, u * 1e6 / t / n, s * 1e6 / t / n }')
+"
+    echo "  round $round $name: $(echo "${ROWS[$name]}" | tail -n 2 | head -n 1)"
 }
 
-echo "cores: load=$LOAD_CPUS upstream=$UPSTREAM_CPUS proxy=$PROXY_CPUS (workers $PROXY_WORKERS); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s"
-run_load upstream "$UPSTREAM_PORT"
-run_load nginx "$NGINX_PROXY_PORT" "$NGINX_PID"
-names=(upstream nginx)
-if [ -n "$RAFTGATE_PID" ]; then
-    run_load raftgate "$RAFTGATE_PORT" "$RAFTGATE_PID"
-    names+=(raftgate)
-else
-    echo "raftgate: skipped (no RAFTGATE_CMD; see the TODO in this script)"
-fi
+median() { # column number; reads rows on stdin
+    sort -g -k"$1" | awk -v c="$1" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }'
+}
 
-printf '\n%-10s %12s %10s %10s %12s %12s\n' target req/s p50_ms p99_ms rss_idle_KiB rss_load_KiB
-for n in "${names[@]}"; do
-    printf '%-10s %12s %10s %10s %12s %12s\n' "$n" "${RPS[$n]}" "${P50[$n]}" "${P99[$n]}" \
+echo "cores: load=$LOAD_CPUS upstream=$UPSTREAM_CPUS proxy=$PROXY_CPUS (workers $PROXY_WORKERS); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; $ROUNDS rounds"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+names=(nginx raftgate direct)
+for round in $(seq "$ROUNDS"); do
+    for n in "${names[@]}"; do
+        run_load "$n"
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+declare -A M
+printf '\nmedians of %s rounds (CPU: the server under test only; direct = the upstream)\n' "$ROUNDS"
+printf '%-10s %10s %8s %8s %9s %9s %9s %12s %12s\n' target req/s p50_ms p99_ms user_us sys_us cpu_us rss_idle_KiB rss_load_KiB
+for n in direct nginx raftgate; do
+    for c in 1 2 3 4 5; do
+        M[$n,$c]=$(printf '%s' "${ROWS[$n]}" | grep . | median "$c")
+    done
+    printf '%-10s %10s %8s %8s %9s %9s %9s %12s %12s\n' "$n" "${M[$n,1]}" "${M[$n,2]}" "${M[$n,3]}" \
+        "${M[$n,4]}" "${M[$n,5]}" "$(awk -v a="${M[$n,4]}" -v b="${M[$n,5]}" 'BEGIN { print a + b }')" \
         "${RSS_IDLE[$n]:--}" "${RSS_LOAD[$n]:--}"
 done
-if [ -n "$RAFTGATE_PID" ]; then
-    awk -v r="${RPS[raftgate]}" -v n="${RPS[nginx]}" -v rp="${P99[raftgate]}" -v np="${P99[nginx]}" \
-        'BEGIN { printf "\nraftgate/nginx: throughput %.2fx (goal >= 1.0), p99 %.2fx (goal <= 1.0)\n", r / n, rp / np }'
-fi
+awk -v r="${M[raftgate,1]}" -v n="${M[nginx,1]}" -v rp="${M[raftgate,3]}" -v np="${M[nginx,3]}" \
+    -v rc="$(awk -v a="${M[raftgate,4]}" -v b="${M[raftgate,5]}" 'BEGIN { print a + b }')" \
+    -v nc="$(awk -v a="${M[nginx,4]}" -v b="${M[nginx,5]}" 'BEGIN { print a + b }')" \
+    'BEGIN { printf "\nraftgate/nginx: throughput %.2fx (goal >= 1.0), p99 %.2fx (goal <= 1.0), CPU per request %.2fx\n", r / n, rp / np, rc / nc }'
+echo "load average: before $LOAD_BEFORE, after $LOAD_AFTER ($(nproc) cores)"

@@ -5,7 +5,6 @@
 //! service's timeouts, and passive health counting.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -22,13 +21,22 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::balancer::HashInput;
 use super::connector::Connector;
 use super::health::{InFlight, Outcome, TargetHealth, Thresholds};
+use super::pool::{Pool, PooledBody};
 use super::snapshot::ServiceEntry;
 use crate::plugins::{Body, BodyRejected, BoxError, Reply};
 
-pub type UpstreamClient = Client<Connector, RetryBody>;
+type H2Client = Client<Connector, RetryBody>;
+
+/// How a service reaches its upstream: HTTP/1.1 through our pool, or
+/// HTTP/2 (gRPC services) through hyper's pooled client.
+#[derive(Clone)]
+pub enum UpstreamClient {
+    H1(Arc<Pool>),
+    H2(Box<H2Client>),
+}
 
 /// One pooled client per (connect timeout, write timeout, tls_verify,
-/// HTTP/2): the connector owns them. An HTTP/2 client (gRPC services)
+/// HTTP/2): the compiler keeps them. An HTTP/2 client (gRPC services)
 /// speaks h2 with prior knowledge on plain TCP and asks for `h2` by ALPN
 /// over TLS; its calls share one multiplexed connection per target.
 pub fn client(
@@ -41,14 +49,18 @@ pub fn client(
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = Connector::new(http, tls_verify, write_timeout, http2);
+    if !http2 {
+        return UpstreamClient::H1(Pool::new(connector));
+    }
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .http2_only(http2);
-    builder.build(Connector::new(http, tls_verify, write_timeout, http2))
+        .http2_only(true);
+    UpstreamClient::H2(Box::new(builder.build(connector)))
 }
 
 /// Why forwarding failed, each mapped to Kong's answer by the pipeline.
@@ -71,16 +83,18 @@ pub struct UpstreamHead {
     pub headers: HeaderMap,
 }
 
-/// The connection-level facts the forwarded headers carry.
+/// The facts the forwarded headers carry, as header values ready to copy
+/// (the connection's are formatted once per connection).
 pub struct ClientFacts<'a> {
     /// The connection's peer (appended to `X-Forwarded-For`).
-    pub remote: SocketAddr,
+    pub ip: &'a HeaderValue,
     /// The client as resolved through trusted proxies (`X-Real-IP`).
-    pub client_ip: std::net::IpAddr,
-    pub local_port: u16,
+    pub real_ip: &'a HeaderValue,
+    /// The port the client connected to.
+    pub local_port: &'a HeaderValue,
     pub scheme: &'static str,
     /// The request's Host (or authority), as sent.
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     pub path: &'a str,
     /// What strip_path removed, for X-Forwarded-Prefix.
     pub prefix: Option<&'a str>,
@@ -106,7 +120,8 @@ pub fn join_path(service_path: Option<&str>, rest: &str) -> String {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOPS: usize = 8;
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -117,22 +132,52 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Connection options that name no header of their own (or one removed
+/// anyway): no need to look them up.
+fn is_plain_option(token: &str) -> bool {
+    ["keep-alive", "close", "upgrade", "te", "trailer"]
+        .iter()
+        .any(|o| token.eq_ignore_ascii_case(o))
+}
+
 /// Removes hop-by-hop headers (and those the Connection header names);
 /// with `upgrade`, keeps `Upgrade` and sends `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: look once over the few names there are
+    // rather than hash eight names to remove.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !is_plain_option(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let hop = HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p);
+    for name in named.iter().chain(hop.map(|(h, _)| h)) {
         headers.remove(name);
     }
     if let Some(v) = upgrade_value {
@@ -155,73 +200,207 @@ fn strip_port(host: &str) -> &str {
 pub fn upstream_headers(
     mut headers: HeaderMap,
     facts: &ClientFacts<'_>,
-    upstream_host: &str,
+    upstream_host: HeaderValue,
     upgrade: bool,
 ) -> HeaderMap {
     strip_hop_by_hop(&mut headers, upgrade);
-    let ip = facts.remote.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
-    };
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
+    // Room for what is added below, in one growth.
+    headers.reserve(8);
+    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + facts.ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(facts.ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
         }
+        None => Some(facts.ip.clone()),
     };
-    set("x-forwarded-for", &xff);
-    set("x-real-ip", &facts.client_ip.to_string());
-    set("x-forwarded-proto", facts.scheme);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_REAL_IP, facts.real_ip.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(facts.scheme));
     if let Some(h) = facts.host {
-        set("x-forwarded-host", strip_port(h));
+        let value = match h.to_str() {
+            Ok(s) if strip_port(s).len() < s.len() => HeaderValue::from_str(strip_port(s)).ok(),
+            _ => Some(h.clone()),
+        };
+        if let Some(v) = value {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
     }
-    set("x-forwarded-port", &facts.local_port.to_string());
-    set("x-forwarded-path", facts.path);
-    if let Some(p) = facts.prefix {
-        set("x-forwarded-prefix", p);
+    headers.insert(X_FORWARDED_PORT, facts.local_port.clone());
+    if let Ok(v) = HeaderValue::from_str(facts.path) {
+        headers.insert(X_FORWARDED_PATH, v);
     }
-    set("host", upstream_host);
+    if let Some(v) = facts.prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert(X_FORWARDED_PREFIX, v);
+    }
+    headers.insert(header::HOST, upstream_host);
     headers
 }
 
 /// Sends the request, picking a target per attempt; retries (up to the
 /// service's `retries`) only failures to connect, and only while the
-/// request body has not started to flow.
+/// request body has not started to flow. For callers that keep the head
+/// (aggregate routes): it is copied into the request.
 pub async fn send(
     entry: &ServiceEntry,
     head: &UpstreamHead,
     body: Body,
     hash: &HashInput<'_>,
-) -> Result<(Response<Incoming>, Option<InFlight>), ForwardError> {
-    let slot = Arc::new(Mutex::new(Some(body)));
-    let passive = entry.balancer.as_ref().map(|b| {
-        Thresholds::new(
-            &b.healthchecks.passive.healthy,
-            &b.healthchecks.passive.unhealthy,
-        )
-    });
-    let unhealthy_statuses = entry
-        .balancer
-        .as_ref()
-        .map(|b| b.healthchecks.passive.unhealthy.http_statuses.clone())
-        .unwrap_or_default();
+) -> Result<(Response<Upstream>, Option<InFlight>), ForwardError> {
+    let Ok(uri) = Uri::try_from(head.path_and_query.as_str()) else {
+        return Err(ForwardError::Bad);
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = head.headers.clone();
+    send_request(entry, req, hash.consumer, hash.ip).await
+}
+
+/// Where one attempt goes: a target of the balancer, or the service's host.
+/// `None`: no healthy target.
+type Picked<'e> = Option<(&'e str, Option<&'e Arc<TargetHealth>>)>;
+
+fn pick<'e>(
+    entry: &'e ServiceEntry,
+    consumer: Option<uuid::Uuid>,
+    ip: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Picked<'e> {
+    let hash = HashInput {
+        consumer,
+        ip,
+        headers,
+    };
+    match &entry.balancer {
+        Some(b) => b
+            .pick(&hash)
+            .map(|i| (b.targets[i].addr.as_str(), Some(&b.targets[i].health))),
+        None => Some((&entry.static_addr, None)),
+    }
+}
+
+/// Passive health counting for one attempt on one target.
+struct Passive<'e> {
+    health: Option<&'e Arc<TargetHealth>>,
+    thresholds: Option<Thresholds>,
+    unhealthy_statuses: &'e [u16],
+}
+
+impl Passive<'_> {
+    fn new<'e>(entry: &'e ServiceEntry, health: Option<&'e Arc<TargetHealth>>) -> Passive<'e> {
+        let passive = entry.balancer.as_ref().map(|b| &b.healthchecks.passive);
+        Passive {
+            health,
+            thresholds: passive.map(|p| Thresholds::new(&p.healthy, &p.unhealthy)),
+            unhealthy_statuses: passive.map_or(&[], |p| &p.unhealthy.http_statuses),
+        }
+    }
+
+    fn record(&self, o: Outcome) {
+        if let (Some(h), Some(t)) = (self.health, self.thresholds.as_ref()) {
+            h.record(o, t);
+        }
+    }
+
+    fn answered(&self, status: http::StatusCode) {
+        if self.health.is_some() {
+            if self.unhealthy_statuses.contains(&status.as_u16()) {
+                self.record(Outcome::HttpFailure);
+            } else {
+                self.record(Outcome::Success);
+            }
+        }
+    }
+
+    /// Counts a failure; whether it was a timeout.
+    fn failed(&self, e: &(dyn std::error::Error + 'static)) -> ForwardError {
+        if caused_by_timeout(e) {
+            self.record(Outcome::Timeout);
+            ForwardError::Timeout
+        } else {
+            self.record(Outcome::TcpFailure);
+            ForwardError::Bad
+        }
+    }
+}
+
+/// Sends `req` (origin-form URI, upstream headers set), picking a target
+/// per attempt; retries (up to the service's `retries`) only requests
+/// that did not reach the upstream: a failed connect, or a connection lost
+/// before the request was written. The request travels whole from one
+/// attempt to the next; nothing is copied.
+pub async fn send_request(
+    entry: &ServiceEntry,
+    req: Request<Body>,
+    consumer: Option<uuid::Uuid>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(Response<Upstream>, Option<InFlight>), ForwardError> {
+    let pool = match &entry.client {
+        UpstreamClient::H1(pool) => pool,
+        UpstreamClient::H2(client) => return send_h2(entry, client, req, consumer, ip).await,
+    };
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
-    let http2 = super::grpc::is_h2_service(&entry.service.protocol);
+    let https = entry.service.protocol == "https";
+    let mut req = req;
     let mut last = ForwardError::Bad;
     for _attempt in 0..=entry.service.retries {
-        let (addr, health): (&str, Option<&Arc<TargetHealth>>) = match &entry.balancer {
-            Some(b) => match b.pick(hash) {
-                Some(i) => (&b.targets[i].addr, Some(&b.targets[i].health)),
-                None => return Err(ForwardError::NoPeer),
-            },
-            None => (&entry.static_addr, None),
-        };
-        let scheme = if matches!(entry.service.protocol.as_str(), "https" | "grpcs") {
-            "https"
-        } else {
-            "http"
-        };
-        let Ok(uri) = format!("{scheme}://{addr}{}", head.path_and_query).parse::<Uri>() else {
+        let (addr, health) =
+            pick(entry, consumer, ip, req.headers()).ok_or(ForwardError::NoPeer)?;
+        let passive = Passive::new(entry, health);
+        let in_flight = health.map(|h| InFlight::new(h.clone()));
+        match tokio::time::timeout(read_timeout, pool.send(https, addr, req)).await {
+            Ok(Ok(resp)) => {
+                passive.answered(resp.status());
+                return Ok((resp.map(Upstream::H1), in_flight));
+            }
+            Ok(Err(e)) => {
+                if let Some(reply) = rejected_by_plugin(&*e.error) {
+                    return Err(ForwardError::Rejected(reply));
+                }
+                last = passive.failed(&*e.error);
+                match e.unsent {
+                    Some(r) if e.connect => req = r,
+                    _ => return Err(last),
+                }
+                tracing::debug!(%addr, error = %e.error, "upstream connect failed; retrying");
+            }
+            Err(_) => {
+                passive.record(Outcome::Timeout);
+                return Err(ForwardError::Timeout);
+            }
+        }
+    }
+    Err(last)
+}
+
+/// HTTP/2 (gRPC) through hyper's pooled client: the head is copied per
+/// attempt, the body waits in a shared slot until first polled.
+async fn send_h2(
+    entry: &ServiceEntry,
+    client: &H2Client,
+    req: Request<Body>,
+    consumer: Option<uuid::Uuid>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(Response<Upstream>, Option<InFlight>), ForwardError> {
+    let (head, body) = req.into_parts();
+    let slot = Arc::new(Mutex::new(Some(body)));
+    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
+    let scheme = if entry.service.protocol == "grpcs" {
+        "https"
+    } else {
+        "http"
+    };
+    let path_and_query = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut last = ForwardError::Bad;
+    for _attempt in 0..=entry.service.retries {
+        let (addr, health) =
+            pick(entry, consumer, ip, &head.headers).ok_or(ForwardError::NoPeer)?;
+        let Ok(uri) = format!("{scheme}://{addr}{path_and_query}").parse::<Uri>() else {
             return Err(ForwardError::Bad);
         };
         let mut req = Request::new(RetryBody {
@@ -231,48 +410,26 @@ pub async fn send(
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = head.headers.clone();
-        if http2 {
-            *req.version_mut() = Version::HTTP_2;
-            // :authority (the target's address) says where the call goes;
-            // a Host beside it that differs is forbidden (RFC 9113 8.3.1),
-            // and gRPC servers drop it anyway (gRFC A41). gRPC servers may
-            // check `te: trailers`, which the hop-by-hop rules removed.
-            req.headers_mut().remove(header::HOST);
-            req.headers_mut()
-                .insert(header::TE, HeaderValue::from_static("trailers"));
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-        }
+        *req.version_mut() = Version::HTTP_2;
+        // :authority (the target's address) says where the call goes;
+        // a Host beside it that differs is forbidden (RFC 9113 8.3.1),
+        // and gRPC servers drop it anyway (gRFC A41). gRPC servers may
+        // check `te: trailers`, which the hop-by-hop rules removed.
+        req.headers_mut().remove(header::HOST);
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+        let passive = Passive::new(entry, health);
         let in_flight = health.map(|h| InFlight::new(h.clone()));
-        let record = |o: Outcome| {
-            if let (Some(h), Some(t)) = (health, passive.as_ref()) {
-                h.record(o, t);
-            }
-        };
-        match tokio::time::timeout(read_timeout, entry.client.request(req)).await {
+        match tokio::time::timeout(read_timeout, client.request(req)).await {
             Ok(Ok(resp)) => {
-                if unhealthy_statuses.contains(&resp.status().as_u16()) {
-                    record(Outcome::HttpFailure);
-                } else {
-                    record(Outcome::Success);
-                }
-                return Ok((resp, in_flight));
+                passive.answered(resp.status());
+                return Ok((resp.map(Upstream::H2), in_flight));
             }
             Ok(Err(e)) => {
                 if let Some(reply) = rejected_by_plugin(&e) {
                     return Err(ForwardError::Rejected(reply));
                 }
-                let timed_out = caused_by_timeout(&e);
-                record(if timed_out {
-                    Outcome::Timeout
-                } else {
-                    Outcome::TcpFailure
-                });
-                last = if timed_out {
-                    ForwardError::Timeout
-                } else {
-                    ForwardError::Bad
-                };
+                last = passive.failed(&e);
                 let body_untouched = slot.lock().map(|s| s.is_some()).unwrap_or(false);
                 if !(e.is_connect() && body_untouched) {
                     return Err(last);
@@ -280,12 +437,47 @@ pub async fn send(
                 tracing::debug!(%addr, error = %e, "upstream connect failed; retrying");
             }
             Err(_) => {
-                record(Outcome::Timeout);
+                passive.record(Outcome::Timeout);
                 return Err(ForwardError::Timeout);
             }
         }
     }
     Err(last)
+}
+
+/// An upstream response body: from the HTTP/1.1 pool or the HTTP/2 client.
+pub enum Upstream {
+    H1(PooledBody),
+    H2(Incoming),
+}
+
+impl HttpBody for Upstream {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Upstream::H1(b) => Pin::new(b).poll_frame(cx),
+            Upstream::H2(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstream::H1(b) => b.is_end_stream(),
+            Upstream::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Upstream::H1(b) => b.size_hint(),
+            Upstream::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 fn sources<'a>(
@@ -294,11 +486,11 @@ fn sources<'a>(
     std::iter::successors(Some(e), |e| e.source())
 }
 
-fn rejected_by_plugin(e: &hyper_util::client::legacy::Error) -> Option<Reply> {
+fn rejected_by_plugin(e: &(dyn std::error::Error + 'static)) -> Option<Reply> {
     sources(e).find_map(|s| s.downcast_ref::<BodyRejected>().map(|r| r.0.clone()))
 }
 
-fn caused_by_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     sources(e).any(|s| {
         s.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
@@ -361,14 +553,14 @@ impl HttpBody for RetryBody {
 /// until the body is done, and enforcing the service's read timeout
 /// between two reads (the timer is armed only while waiting).
 pub struct Guarded {
-    inner: Incoming,
+    inner: Upstream,
     _in_flight: Option<InFlight>,
     read_timeout: Duration,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Guarded {
-    pub fn new(inner: Incoming, in_flight: Option<InFlight>, read_timeout: Duration) -> Guarded {
+    pub fn new(inner: Upstream, in_flight: Option<InFlight>, read_timeout: Duration) -> Guarded {
         Guarded {
             inner,
             _in_flight: in_flight,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
-use super::{errors, pipeline, Shared};
+use super::{errors, framing, pipeline, Shared};
 
 /// What the pipeline knows about the connection a request came on.
 #[derive(Debug)]
@@ -31,6 +31,36 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Requests seen on this connection.
     pub requests: AtomicUsize,
+    /// The client's IP and the local port, formatted once for the
+    /// forwarded headers of every request on the connection.
+    pub ip_header: HeaderValue,
+    pub port_header: HeaderValue,
+    /// The number of the request whose head had both Content-Length and
+    /// Transfer-Encoding (0: none), as the framing watch saw it.
+    pub conflict: Arc<AtomicUsize>,
+}
+
+impl ConnInfo {
+    fn new(remote: SocketAddr, local_port: u16, tls: bool, sni: Option<String>) -> ConnInfo {
+        let ip = remote.ip().to_string();
+        ConnInfo {
+            remote,
+            local_port,
+            tls,
+            sni,
+            requests: AtomicUsize::new(0),
+            ip_header: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("")),
+            port_header: HeaderValue::from(local_port),
+            conflict: Arc::default(),
+        }
+    }
+
+    /// Whether the request being served is the one whose head had both
+    /// Content-Length and Transfer-Encoding.
+    pub fn conflicting_lengths(&self) -> bool {
+        let n = self.conflict.load(Ordering::Relaxed);
+        n != 0 && n == self.requests.load(Ordering::Relaxed)
+    }
 }
 
 /// The per-connection HTTP server settings.
@@ -142,13 +172,7 @@ async fn serve_stream(
                 }
             }
             reading.take();
-            let info = Arc::new(ConnInfo {
-                remote,
-                local_port,
-                tls: false,
-                sni: None,
-                requests: AtomicUsize::new(0),
-            });
+            let info = Arc::new(ConnInfo::new(remote, local_port, false, None));
             let timed_out = serve_http(stream, info.clone(), shared, stop).await;
             if timed_out && info.requests.load(Ordering::Relaxed) == 0 {
                 let _ = (&raw).write_all(&errors::raw_http1(
@@ -164,13 +188,7 @@ async fn serve_stream(
             };
             reading.take();
             let sni = tls_stream.get_ref().1.server_name().map(str::to_string);
-            let info = Arc::new(ConnInfo {
-                remote,
-                local_port,
-                tls: true,
-                sni,
-                requests: AtomicUsize::new(0),
-            });
+            let info = Arc::new(ConnInfo::new(remote, local_port, true, sni));
             serve_http(tls_stream, info, shared, stop).await;
         }
     }
@@ -205,6 +223,7 @@ where
         svc_info.requests.fetch_add(1, Ordering::Relaxed);
         pipeline::handle(svc_shared.clone(), svc_info.clone(), req)
     });
+    let io = framing::Watched::new(io, info.conflict.clone());
     let conn = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(io), service);

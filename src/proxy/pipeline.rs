@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -27,6 +27,20 @@ use crate::plugins::{Body, Logged, Plugin, Protocol, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
 const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
+const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+const X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
+
+/// A latency in milliseconds as a header value; the usual small ones
+/// without formatting or allocating.
+fn millis(d: Duration) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let ms = d.as_millis() as u64;
+    match SMALL.get(ms as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(ms),
+    }
+}
 
 /// Serves one request; every outcome, error or not, is an HTTP answer.
 pub async fn handle(
@@ -35,43 +49,63 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
+    if conn.conflicting_lengths() && req.headers().contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.1: a proxy may reject such a request; it is how
+        // requests are smuggled. hyper closes the connection after it.
+        let reply = Reply::message(StatusCode::BAD_REQUEST, errors::BAD_REQUEST);
+        let resp = own(start, reply, false);
+        return Ok(observed(
+            &shared,
+            resp,
+            Entry::default(),
+            RequestFacts::new(start),
+        ));
+    }
     let snap = shared.snapshot.load_full();
     let upgrade = (req.version() == http::Version::HTTP_11 && websocket::is_upgrade(req.headers()))
         .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // A gRPC call gets the gateway's own answers in gRPC's shape.
     let grpc_call = grpc::is_call(parts.version, &parts.headers);
-    let host: Option<String> = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-    let path = router::normalize_path(parts.uri.path()).into_owned();
+    // Copies that share their bytes with the request (no allocation), so
+    // that plugins may still change `parts`.
+    let host_value: Option<HeaderValue> = match parts.headers.get(header::HOST) {
+        Some(h) if h.to_str().is_ok() => Some(h.clone()),
+        _ => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let host: Option<&str> = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let uri = parts.uri.clone();
+    let path = router::normalize_path(uri.path());
     let client_ip = realip::client_ip(
         conn.remote.ip(),
         &parts.headers,
         &shared.settings.trusted_ips,
     );
-    // What the log phase reports. The path is logged without its query
-    // string, and no header is: either may carry credentials.
     shared
         .observer
         .server
         .total_requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut log_entry = Entry {
-        client_ip: Some(client_ip.to_string()),
-        method: parts.method.as_str().to_string(),
-        path: path.clone(),
-        ..Entry::default()
-    };
+    // What the log phase reports, filled only when someone reads it: the
+    // access log, or a plugin's log phase. The path is logged without its
+    // query string, and no header is: either may carry credentials.
+    let logging = shared.observer.access_log.enabled();
+    let named = logging || !snap.plugins.is_empty();
+    let mut log_entry = Entry::default();
+    if logging {
+        log_entry.client_ip = Some(client_ip.to_string());
+        log_entry.method = parts.method.as_str().to_string();
+        log_entry.path = path.to_string();
+    }
     let mut facts = RequestFacts::new(start);
 
     // 1. Route.
     let found = snap.router.find(&RequestParts {
         method: parts.method.as_str(),
-        host: host.as_deref(),
+        host,
         path: &path,
         headers: &parts.headers,
         sni: conn.sni.as_deref(),
@@ -86,14 +120,16 @@ pub async fn handle(
         return Ok(observed(&shared, resp, log_entry, facts));
     };
     let route = &found.route;
-    facts.route = Some(route.name.clone().unwrap_or_else(|| route.id.to_string()));
+    if named {
+        facts.route = Some(route.name.clone().unwrap_or_else(|| route.id.to_string()));
+    }
     let scheme = if conn.tls { "https" } else { "http" };
     if let Some(reply) = grpc::check_route(route, parts.version, &parts.headers, conn.tls) {
         let resp = own(start, reply, grpc_call);
         return Ok(observed(&shared, resp, log_entry, facts));
     }
     if !conn.tls && !router::accepts_plain(route) {
-        let reply = wrong_protocol(route, host.as_deref(), &parts.uri);
+        let reply = wrong_protocol(route, host, &parts.uri);
         let resp = own(start, reply, grpc_call);
         return Ok(observed(&shared, resp, log_entry, facts));
     }
@@ -110,13 +146,15 @@ pub async fn handle(
         );
         return Ok(observed(&shared, resp, log_entry, facts));
     };
-    facts.service = Some(
-        entry
-            .service
-            .name
-            .clone()
-            .unwrap_or_else(|| entry.service.id.to_string()),
-    );
+    if named {
+        facts.service = Some(
+            entry
+                .service
+                .name
+                .clone()
+                .unwrap_or_else(|| entry.service.id.to_string()),
+        );
+    }
 
     // 2. Plugins, access phase, in priority order; a consumer found by an
     //    auth plugin changes which instance of the later plugins applies.
@@ -134,8 +172,19 @@ pub async fn handle(
         .flatten()
         .and_then(|t| start.checked_add(t));
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
-    let body: Body = body.map_err(|e| Box::new(e) as _).boxed();
-    let mut body = count_request_body(body, facts.bytes_in.clone());
+    // No body (most GETs): an empty one, which boxes without allocating.
+    let body: Body = if http_body::Body::is_end_stream(&body) {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed()
+    } else {
+        body.map_err(|e| Box::new(e) as _).boxed()
+    };
+    let mut body = if named {
+        count_request_body(body, facts.bytes_in.clone())
+    } else {
+        body
+    };
     for i in 0..snap.plugins.len() {
         let Some(plugin) = snap.plugins.resolve(i, &ctx) else {
             continue;
@@ -189,54 +238,74 @@ pub async fn handle(
         .then(|| path.get(..found.matched_len))
         .flatten()
         .filter(|p| *p != "/");
-    let upstream_host = match (&host, route.preserve_host) {
-        (Some(h), true) => h.as_str(),
-        _ => entry.host_header.as_str(),
+    let upstream_host = match (&host_value, route.preserve_host) {
+        (Some(h), true) => h.clone(),
+        _ => entry.host_value.clone(),
+    };
+    // X-Real-IP: the connection's peer (formatted once per connection)
+    // unless trusted proxies named another client.
+    let real_ip = if client_ip == conn.remote.ip() {
+        conn.ip_header.clone()
+    } else {
+        HeaderValue::from_str(&client_ip.to_string()).unwrap_or_else(|_| conn.ip_header.clone())
     };
     let headers = forward::upstream_headers(
         std::mem::take(&mut parts.headers),
         &ClientFacts {
-            remote: conn.remote,
-            client_ip,
-            local_port: conn.local_port,
+            ip: &conn.ip_header,
+            real_ip: &real_ip,
+            local_port: &conn.port_header,
             scheme,
-            host: host.as_deref(),
+            host: host_value.as_ref(),
             path: &path,
             prefix,
         },
         upstream_host,
         upgrade.is_some(),
     );
-    let head = UpstreamHead {
-        method: parts.method.clone(),
-        path_and_query,
-        headers,
-    };
-    let hash = HashInput {
-        consumer: ctx.consumer.as_ref().map(|c| c.id),
-        ip: ctx.client_ip,
-        headers: &head.headers,
-    };
+    let consumer = ctx.consumer.as_ref().map(|c| c.id);
 
     // 3b. An aggregate route fans out instead (access phase already ran once).
     if let Some(agg) = &route.aggregate {
+        let head = UpstreamHead {
+            method: parts.method.clone(),
+            path_and_query,
+            headers,
+        };
+        let hash = HashInput {
+            consumer,
+            ip: ctx.client_ip,
+            headers: &head.headers,
+        };
         let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
         return Ok(own_filtered(
             start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
         ));
     }
+    let Ok(upstream_uri) = http::Uri::try_from(path_and_query) else {
+        let reply = Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY);
+        return Ok(own_filtered(
+            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
+        ));
+    };
+    let mut upstream_req = Request::new(body);
+    *upstream_req.method_mut() = parts.method.clone();
+    *upstream_req.uri_mut() = upstream_uri;
+    *upstream_req.headers_mut() = headers;
 
     // 4. Forward.
     let proxy_latency = start.elapsed();
     facts.kong_latency = proxy_latency;
-    facts.upstream_addr = Some(match &entry.balancer {
-        None => entry.static_addr.clone(),
-        // The target picked is the balancer's business; name the upstream.
-        Some(_) => entry.service.host.clone(),
-    });
+    if named {
+        facts.upstream_addr = Some(match &entry.balancer {
+            None => entry.static_addr.clone(),
+            // The target picked is the balancer's business; name the upstream.
+            Some(_) => entry.service.host.clone(),
+        });
+    }
     let sent = Instant::now();
-    let sending = forward::send(&entry, &head, body, &hash);
+    let sending = forward::send_request(&entry, upstream_req, consumer, ctx.client_ip);
     let answered = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), sending).await.ok(),
         None => Some(sending.await),
@@ -279,14 +348,12 @@ pub async fn handle(
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers, switching);
     rparts.headers.append(header::VIA, VIA);
-    rparts.headers.insert(
-        "x-kong-upstream-latency",
-        HeaderValue::from(upstream_latency.as_millis() as u64),
-    );
-    rparts.headers.insert(
-        "x-kong-proxy-latency",
-        HeaderValue::from(proxy_latency.as_millis() as u64),
-    );
+    rparts
+        .headers
+        .insert(X_KONG_UPSTREAM_LATENCY, millis(upstream_latency));
+    rparts
+        .headers
+        .insert(X_KONG_PROXY_LATENCY, millis(proxy_latency));
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut rparts);
     }
@@ -299,8 +366,12 @@ pub async fn handle(
         body = plugin.response_body(&ctx, body);
     }
     // 6. Log, once the body is over.
-    describe(&ctx, &mut log_entry, &shared);
-    ctx.extensions.insert(facts.clone());
+    if logging {
+        describe(&ctx, &mut log_entry, &shared);
+    }
+    if !ran.is_empty() {
+        ctx.extensions.insert(facts.clone());
+    }
     let body = Logged::wrap(body, ran, ctx, rparts.status);
     let resp = Response::from_parts(rparts, body);
     Ok(observed(&shared, resp, log_entry, facts))
@@ -338,10 +409,8 @@ fn own(start: Instant, reply: Reply, grpc_call: bool) -> Response<Body> {
     if grpc_call {
         resp.extensions_mut().insert(GatewayStatus(decided));
     }
-    resp.headers_mut().insert(
-        "x-kong-response-latency",
-        HeaderValue::from(start.elapsed().as_millis() as u64),
-    );
+    resp.headers_mut()
+        .insert(X_KONG_RESPONSE_LATENCY, millis(start.elapsed()));
     resp
 }
 
@@ -360,8 +429,12 @@ fn own_filtered(
     if facts.upstream_latency.is_none() {
         facts.kong_latency = start.elapsed();
     }
-    describe(&ctx, &mut log_entry, shared);
-    ctx.extensions.insert(facts.clone());
+    if shared.observer.access_log.enabled() {
+        describe(&ctx, &mut log_entry, shared);
+    }
+    if !ran.is_empty() {
+        ctx.extensions.insert(facts.clone());
+    }
     let (mut parts, mut body) = own(start, reply, grpc_call).into_parts();
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut parts);
@@ -405,14 +478,16 @@ fn observed(
     mut log_entry: Entry,
     mut facts: RequestFacts,
 ) -> Response<Body> {
-    if log_entry.request_id.is_empty() {
-        log_entry.request_id = shared.observer.request_id();
-    }
     if facts.upstream_latency.is_none() && facts.kong_latency.is_zero() {
         facts.kong_latency = facts.start.elapsed();
     }
-    log_entry.route = facts.route.clone();
-    log_entry.service = facts.service.clone();
+    if shared.observer.access_log.enabled() {
+        if log_entry.request_id.is_empty() {
+            log_entry.request_id = shared.observer.request_id();
+        }
+        log_entry.route = facts.route.clone();
+        log_entry.service = facts.service.clone();
+    }
     log_entry.status = decided_status(resp.status(), resp.extensions()).as_u16();
     let (parts, body) = resp.into_parts();
     let body = Observed::wrap(body, shared.observer.clone(), log_entry, facts);

@@ -33,6 +33,8 @@ pub struct ServiceEntry {
     pub static_addr: String,
     /// The Host header sent upstream when the route does not preserve it.
     pub host_header: String,
+    /// `host_header` as a header value, made once.
+    pub host_value: http::HeaderValue,
 }
 
 type Services = HashMap<Uuid, Arc<ServiceEntry>>;
@@ -182,6 +184,8 @@ impl Compiler {
             format!("{}:{}", s.host, s.port)
         };
         ServiceEntry {
+            host_value: http::HeaderValue::from_str(&host_header)
+                .unwrap_or(http::HeaderValue::from_static("")),
             client: self.client(s),
             service: s.clone(),
             balancer,

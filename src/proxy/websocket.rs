@@ -2,7 +2,6 @@
 //! answers 101, both upgraded connections are spliced byte for byte.
 
 use http::{header, HeaderMap, Response};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -19,7 +18,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Splices the client's and the upstream's upgraded connections once both
 /// are ready (after the 101 has reached the client).
-pub fn tunnel(client: OnUpgrade, upstream: &mut Response<Incoming>) {
+pub fn tunnel<B>(client: OnUpgrade, upstream: &mut Response<B>) {
     let upstream = hyper::upgrade::on(upstream);
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
