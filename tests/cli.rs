@@ -73,6 +73,12 @@ fn config_verbs_revoke_and_cluster_status() {
         "_format_version: \"3.0\"\nservices:\n  - name: x\n    port: seventy\n",
     );
 
+    let service_status = |name: &str| {
+        cluster
+            .get(&cluster.node(1).admin_url(&format!("/services/{name}")))
+            .0
+    };
+
     // validate: local only, names the bad field, non-zero exit.
     let out = raftgate(&cluster, &["config", "validate", &two]);
     assert!(out.status.success(), "{}", text(&out));
@@ -83,10 +89,7 @@ fn config_verbs_revoke_and_cluster_status() {
     // apply, then diff says nothing to do (exit 0).
     let out = raftgate(&cluster, &["config", "apply", &two]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        cluster.get(&cluster.node(1).admin_url("/services/beta")).0,
-        200
-    );
+    assert_eq!(service_status("beta"), 200);
     let out = raftgate(&cluster, &["config", "diff", &two]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
@@ -97,20 +100,11 @@ fn config_verbs_revoke_and_cluster_status() {
     assert!(text(&out).contains("beta"), "{}", text(&out));
     let out = raftgate(&cluster, &["config", "apply", &one]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        cluster.get(&cluster.node(1).admin_url("/services/beta")).0,
-        200
-    );
+    assert_eq!(service_status("beta"), 200);
     let out = raftgate(&cluster, &["config", "sync", &one]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        cluster.get(&cluster.node(1).admin_url("/services/beta")).0,
-        404
-    );
-    assert_eq!(
-        cluster.get(&cluster.node(1).admin_url("/services/alpha")).0,
-        200
-    );
+    assert_eq!(service_status("beta"), 404);
+    assert_eq!(service_status("alpha"), 200);
 
     // dump, and the dump applied back changes nothing.
     let dumped = dir.path().join("dump.yaml");

@@ -23,14 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listening on 127.0.0.1:$1" >&2
-    return 1
-}
+. "$(dirname "$0")/lib.sh"
 
 mkdir -p "$WORK/up"
 cat >"$WORK/up/nginx.conf" <<CONF
@@ -55,7 +48,7 @@ http {
 CONF
 nginx -c "$WORK/up/nginx.conf" &
 PIDS+=($!)
-wait_port "$UPSTREAM_PORT"
+wait_port "$UPSTREAM_PORT" 300
 
 for bin in "$@"; do
     out="$WORK/callgrind.out"
@@ -63,7 +56,7 @@ for bin in "$@"; do
         --callgrind-out-file="$out" "$bin" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$UPSTREAM_PORT" \
         2>"$WORK/valgrind.log" &
     vg=$!
-    wait_port "$PROXY_PORT"
+    wait_port "$PROXY_PORT" 300
     wrk -t1 -c"$CONNECTIONS" -d3s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
     callgrind_control -i on "$vg" >/dev/null
     wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_LOAD}s" "http://127.0.0.1:$PROXY_PORT/" >"$WORK/wrk.out"

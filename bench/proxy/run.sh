@@ -110,14 +110,7 @@ start_pinned() { # cpus, command...
     PIDS+=($!)
 }
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listening on 127.0.0.1:$1" >&2
-    return 1
-}
+. "$ROOT/bench/proxy/lib.sh"
 
 rss_kib() { # pid → resident KiB of it and its children
     local total=0
