@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -80,9 +79,10 @@ fn client_config(verify: bool, http2: bool) -> Arc<rustls::ClientConfig> {
 }
 
 impl tower::Service<Uri> for Connector {
-    type Response = Stream;
+    /// hyper's HTTP/2 client wants its traits; `h1` unwraps the stream.
+    type Response = TokioIo<Stream>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<Stream>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.http.poll_ready(cx).map_err(Into::into)
@@ -99,20 +99,18 @@ impl tower::Service<Uri> for Connector {
         let tls = self.tls.clone();
         let write_timeout = self.write_timeout;
         Box::pin(async move {
-            let tcp = connecting.await?;
+            let tcp = connecting.await?.into_inner();
             let io = if https {
                 let name = ServerName::try_from(host)?;
-                Io::Tls(Box::new(TokioIo::new(
-                    tls.connect(name, tcp.into_inner()).await?,
-                )))
+                Io::Tls(Box::new(tls.connect(name, tcp).await?))
             } else {
                 Io::Plain(tcp)
             };
-            Ok(Stream {
+            Ok(TokioIo::new(Stream {
                 io,
                 write_timeout,
                 blocked: None,
-            })
+            }))
         })
     }
 }
@@ -127,9 +125,9 @@ pub struct Stream {
 }
 
 enum Io {
-    Plain(TokioIo<TcpStream>),
+    Plain(TcpStream),
     // Boxed: a TLS session is far larger than a socket.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -161,16 +159,40 @@ impl Connection for Stream {
     fn connected(&self) -> Connected {
         match &self.io {
             Io::Plain(s) => s.connected(),
-            Io::Tls(s) => s.inner().get_ref().0.connected(),
+            Io::Tls(s) => s.get_ref().0.connected(),
         }
     }
 }
 
-impl Read for Stream {
+impl Stream {
+    /// Whether an idle connection is still fit for a request: not closed
+    /// by the upstream, and with nothing unasked for to read. Costs no
+    /// system call while the reactor saw nothing arrive on the socket.
+    pub fn idle_ok(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let tcp = match &self.io {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        };
+        if tcp.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        // Something arrived: a close, stray bytes, or (TLS) a record that
+        // carries no data, such as a session ticket.
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        matches!(
+            tokio::io::AsyncRead::poll_read(Pin::new(self), &mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
@@ -179,7 +201,7 @@ impl Read for Stream {
     }
 }
 
-impl Write for Stream {
+impl tokio::io::AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -191,6 +213,26 @@ impl Write for Stream {
             Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         };
         this.on_write(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        };
+        this.on_write(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -207,26 +249,6 @@ impl Write for Stream {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = match &mut this.io {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        };
-        this.on_write(cx, polled)
     }
 }
 

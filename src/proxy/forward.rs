@@ -20,8 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::balancer::HashInput;
 use super::connector::Connector;
+use super::h1::{Upgraded, UpstreamBody};
 use super::health::{InFlight, Outcome, TargetHealth, Thresholds};
-use super::pool::{Pool, PooledBody};
+use super::pool::Pool;
 use super::snapshot::ServiceEntry;
 use crate::plugins::{Body, BodyRejected, BoxError, Reply};
 
@@ -446,22 +447,36 @@ async fn send_h2(
 }
 
 /// An upstream response body: from the HTTP/1.1 pool or the HTTP/2 client.
+/// Not boxed per variant: the pipeline boxes the whole body once anyway.
+#[allow(clippy::large_enum_variant)]
 pub enum Upstream {
-    H1(PooledBody),
+    H1(UpstreamBody),
     H2(Incoming),
+}
+
+impl Upstream {
+    /// After a 101 from an HTTP/1.1 upstream: its connection.
+    pub fn take_upgrade(&mut self) -> Option<Upgraded> {
+        match self {
+            Upstream::H1(b) => b.take_upgrade(),
+            Upstream::H2(_) => None,
+        }
+    }
 }
 
 impl HttpBody for Upstream {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Upstream::H1(b) => Pin::new(b).poll_frame(cx),
-            Upstream::H2(b) => Pin::new(b).poll_frame(cx),
+            Upstream::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
         }
     }
 
@@ -594,7 +609,7 @@ impl HttpBody for Guarded {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.waiting = None;
-                Poll::Ready(r.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+                Poll::Ready(r)
             }
             Poll::Pending => {
                 let timeout = this.read_timeout;

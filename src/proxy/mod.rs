@@ -14,6 +14,8 @@ pub mod errors;
 pub mod forward;
 pub mod framing;
 pub mod grpc;
+pub mod h1;
+pub mod h1body;
 pub mod health;
 pub mod listener;
 pub mod peek;

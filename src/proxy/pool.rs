@@ -1,27 +1,23 @@
 //! The HTTP/1.1 upstream connection pool: idle keep-alive connections per
-//! upstream address (plain and TLS apart), made with hyper's
-//! connection-level client (`hyper::client::conn::http1`). A request takes
-//! an idle connection or opens one; the connection goes back to the pool
-//! when the response body has been read to its end, from the response
-//! body's own drop: no task is spawned per request (only one per
-//! connection, the one that drives it). A request that a connection could
-//! not even start to send comes back to the caller whole, so retrying it
-//! needs no copy of its head. gRPC (HTTP/2) services do not use this pool.
+//! upstream address (plain and TLS apart), each used by our own inline
+//! client (`h1`). A request takes an idle connection or opens one; the
+//! connection comes back (`Back`) when the response body ended cleanly
+//! and the connection is fit for another request. No task is spawned,
+//! per request or per connection: the exchange runs in the task of the
+//! client connection that asked for it. An idle connection that the
+//! upstream closed (or sent stray bytes on) is skipped when taken. A
+//! request that a connection could not even start to send comes back to
+//! the caller whole, so retrying it needs no copy of its head. gRPC
+//! (HTTP/2) services do not use this pool.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::FutureExt;
-use http::{Request, Response, StatusCode, Uri};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use http::{Request, Response, Uri};
 
 use super::connector::Connector;
+use super::h1::{self, Conn, UpstreamBody};
 use crate::plugins::{Body, BoxError};
 
 /// Idle connections kept per upstream address.
@@ -29,7 +25,6 @@ const MAX_IDLE_PER_ADDR: usize = 1024;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-type Conn = SendRequest<Body>;
 type IdleMap = HashMap<Arc<str>, Slot>;
 
 /// The idle connections to one address, with the map's key beside them
@@ -76,17 +71,17 @@ impl Pool {
         https: bool,
         addr: &str,
         mut req: Request<Body>,
-    ) -> Result<Response<PooledBody>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         // An idle connection first; one that turns out dead gives the
         // request back, and the next one is tried.
-        while let Some((key, mut conn)) = self.take(https, addr) {
-            match conn.try_send_request(req).await {
-                Ok(resp) => return Ok(self.lease(resp, https, key, conn)),
-                Err(mut e) => match e.take_message() {
+        while let Some((key, conn)) = self.take(https, addr) {
+            match h1::exchange(conn, req, self.back(https, key)).await {
+                Ok(resp) => return Ok(resp),
+                Err(f) => match f.unsent {
                     Some(r) => req = r,
                     None => {
                         return Err(SendError {
-                            error: Box::new(e.into_error()),
+                            error: f.error,
                             connect: false,
                             unsent: None,
                         })
@@ -94,7 +89,7 @@ impl Pool {
                 },
             }
         }
-        let mut conn = match self.connect(https, addr).await {
+        let conn = match self.connect(https, addr).await {
             Ok(c) => c,
             Err(error) => {
                 return Err(SendError {
@@ -104,41 +99,22 @@ impl Pool {
                 })
             }
         };
-        match conn.try_send_request(req).await {
-            Ok(resp) => {
-                let key = self.key(https, addr);
-                Ok(self.lease(resp, https, key, conn))
-            }
-            Err(mut e) => {
-                let unsent = e.take_message();
-                Err(SendError {
-                    error: Box::new(e.into_error()),
-                    connect: unsent.is_some(),
-                    unsent,
-                })
-            }
-        }
+        let key = self.key(https, addr);
+        h1::exchange(conn, req, self.back(https, key))
+            .await
+            .map_err(|f| SendError {
+                error: f.error,
+                connect: f.unsent.is_some(),
+                unsent: f.unsent,
+            })
     }
 
-    fn lease(
-        self: &Arc<Self>,
-        resp: Response<Incoming>,
-        https: bool,
-        key: Arc<str>,
-        conn: Conn,
-    ) -> Response<PooledBody> {
-        // A switched connection belongs to the upgrade, never to the pool.
-        let back = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Back {
+    fn back(self: &Arc<Self>, https: bool, key: Arc<str>) -> Back {
+        Back {
             pool: self.clone(),
             https,
             key,
-            conn,
-        });
-        resp.map(|inner| PooledBody {
-            inner,
-            back,
-            ended: false,
-        })
+        }
     }
 
     /// The map's own key for `addr` (no allocation once it exists).
@@ -164,9 +140,7 @@ impl Pool {
                 slot.list.clear();
                 return None;
             }
-            // Ready at once or not used: a connection still busy (an
-            // upload the upstream answered early) is let go.
-            if let Some(Ok(())) = c.conn.ready().now_or_never() {
+            if c.conn.idle_ok() {
                 return Some((slot.key.clone(), c.conn));
             }
         }
@@ -174,9 +148,6 @@ impl Pool {
     }
 
     fn put_back(&self, https: bool, key: Arc<str>, conn: Conn) {
-        if conn.is_closed() {
-            return;
-        }
         let mut idle = self.idle[https as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -200,61 +171,19 @@ impl Pool {
         let uri: Uri = format!("{scheme}://{addr}/").parse()?;
         let mut connector = self.connector.clone();
         let io = tower::Service::call(&mut connector, uri).await?;
-        let (conn, driver) = http1::Builder::new().handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(e) = driver.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(conn)
+        Ok(Conn::new(io.into_inner()))
     }
 }
 
-struct Back {
+/// Where a connection goes back once its exchange is over.
+pub struct Back {
     pool: Arc<Pool>,
     https: bool,
     key: Arc<str>,
-    conn: Conn,
 }
 
-/// An upstream response body; its connection goes back to the pool when
-/// the body was read to its end (dropped earlier, the connection closes).
-pub struct PooledBody {
-    inner: Incoming,
-    back: Option<Back>,
-    ended: bool,
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        if let Some(b) = self.back.take() {
-            if self.ended || self.inner.is_end_stream() {
-                b.pool.put_back(b.https, b.key, b.conn);
-            }
-        }
-    }
-}
-
-impl HttpBody for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Back {
+    pub fn put(self, conn: Conn) {
+        self.pool.put_back(self.https, self.key, conn);
     }
 }

@@ -5,6 +5,8 @@ use http::{header, HeaderMap, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::forward::Upstream;
+
 /// Whether the request asks to switch protocols.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -18,18 +20,20 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Splices the client's and the upstream's upgraded connections once both
 /// are ready (after the 101 has reached the client).
-pub fn tunnel<B>(client: OnUpgrade, upstream: &mut Response<B>) {
-    let upstream = hyper::upgrade::on(upstream);
+pub fn tunnel(client: OnUpgrade, upstream: &mut Response<Upstream>) {
+    let Some(mut upstream) = upstream.body_mut().take_upgrade() else {
+        tracing::debug!("upgrade answered by an upstream that cannot switch");
+        return;
+    };
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
+        let client = match client.await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             tracing::debug!(error = %e, "upgraded connection ended");
         }
