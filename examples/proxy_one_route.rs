@@ -3,6 +3,10 @@
 //! can start the same thing.
 //!
 //! `proxy_one_route LISTEN_ADDR UPSTREAM_HOST:PORT`
+//!
+//! Tokio's multi-thread runtime (`TOKIO_WORKER_THREADS` workers), as the
+//! node runs; `PROXY_RUNTIME=current_thread` runs everything on the main
+//! thread instead, to compare the two.
 
 use std::sync::Arc;
 
@@ -11,8 +15,19 @@ use raftgate::proxy::{serve, ProxySettings};
 use serde_json::json;
 use uuid::Uuid;
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    let runtime = match std::env::var("PROXY_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(proxy())
+}
+
+async fn proxy() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:18000".into());
     let upstream = args.next().unwrap_or_else(|| "127.0.0.1:18080".into());

@@ -23,7 +23,8 @@ use tokio::net::TcpStream;
 type Script = fn(&str) -> (Vec<u8>, bool);
 
 /// An upstream that reads each request (head, and a Content-Length or
-/// chunked body), answers it with `script`, and counts connections.
+/// chunked body), answers it with `script` (after N ms for a path
+/// `/delay/N`), and counts connections.
 async fn scripted(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -39,6 +40,14 @@ async fn scripted(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
                         return;
                     };
                     let (answer, close) = script(&head);
+                    let delay = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|p| p.strip_prefix("/delay/"))
+                        .and_then(|ms| ms.parse::<u64>().ok());
+                    if let Some(ms) = delay {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                     if s.write_all(&answer).await.is_err() || close {
                         return;
                     }
@@ -357,4 +366,38 @@ async fn uploads_of_unknown_length_go_chunked() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("chunked"), "{answer}");
+}
+
+#[tokio::test]
+async fn the_read_timeout_holds_for_each_request_on_a_pooled_connection() {
+    let (up, conns) = scripted(|_| {
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        )
+    })
+    .await;
+    let mut e = service_and_route(1, 11, &up.to_string(), json!({"paths": ["/"]}));
+    e[0].1["read_timeout"] = json!(400);
+    let p = start(state(&e)).await;
+    let c = client();
+    // Each request within its own 400 ms, though later than the first
+    // request's deadline: no timeout carried over from an earlier one.
+    for _ in 0..3 {
+        let r = get(&c, p.http, "/delay/250", &[]).await;
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    // Too slow on the same pooled connection: 504 in time.
+    let t = std::time::Instant::now();
+    let r = get(&c, p.http, "/delay/3000", &[]).await;
+    assert_eq!(r.status, 504);
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t.elapsed()
+    );
+    // The timed-out connection is not reused.
+    assert_eq!(get(&c, p.http, "/", &[]).await.status, 200);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
 }

@@ -354,25 +354,22 @@ pub async fn send_request(
             pick(entry, consumer, ip, req.headers()).ok_or(ForwardError::NoPeer)?;
         let passive = Passive::new(entry, health);
         let in_flight = health.map(|h| InFlight::new(h.clone()));
-        match tokio::time::timeout(read_timeout, pool.send(https, addr, req)).await {
-            Ok(Ok(resp)) => {
+        match pool.send(https, addr, req, read_timeout).await {
+            Ok(resp) => {
                 passive.answered(resp.status());
                 return Ok((resp.map(Upstream::H1), in_flight));
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if let Some(reply) = rejected_by_plugin(&*e.error) {
                     return Err(ForwardError::Rejected(reply));
                 }
+                // A timeout counts as one and answers 504.
                 last = passive.failed(&*e.error);
                 match e.unsent {
                     Some(r) if e.connect => req = r,
                     _ => return Err(last),
                 }
                 tracing::debug!(%addr, error = %e.error, "upstream connect failed; retrying");
-            }
-            Err(_) => {
-                passive.record(Outcome::Timeout);
-                return Err(ForwardError::Timeout);
             }
         }
     }

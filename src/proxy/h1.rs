@@ -29,7 +29,7 @@
 //! whole (`Failed::unsent`) only when no byte of it reached the socket.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -40,9 +40,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::connector::Stream;
-use super::h1body::{Chunk, Framing, Step};
+use super::h1body::{Chunk, Framing, Malformed, Step};
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
 
@@ -63,6 +64,12 @@ pub struct Conn {
     /// Where the response head's fields are (scratch, reused).
     spans: Vec<[usize; 4]>,
     read_size: usize,
+    /// When the response head must have come (the service's read
+    /// timeout), and the timer that enforces it: one per connection, set
+    /// at or before the deadline and moved only when it fired early, so
+    /// that a request costs a comparison rather than a timer of its own.
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Why an exchange failed. `unsent`: the request, whole, when none of its
@@ -72,18 +79,6 @@ pub struct Failed {
     pub unsent: Option<Request<Body>>,
 }
 
-/// The upstream's answer did not parse, or it closed too early.
-#[derive(Debug)]
-pub struct BadResponse(pub &'static str);
-
-impl std::fmt::Display for BadResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "upstream response: {}", self.0)
-    }
-}
-
-impl std::error::Error for BadResponse {}
-
 impl Conn {
     pub fn new(io: Stream) -> Conn {
         Conn {
@@ -92,6 +87,34 @@ impl Conn {
             head: Vec::new(),
             spans: Vec::new(),
             read_size: MIN_READ,
+            deadline: Instant::now(),
+            timer: None,
+        }
+    }
+
+    /// The response head of the next exchange must come by `deadline`.
+    fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        match &mut self.timer {
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            // An earlier deadline must be seen in time; a later one is
+            // caught up with when the timer fires.
+            Some(t) if t.deadline() > deadline => t.as_mut().reset(deadline),
+            Some(_) => {}
+        }
+    }
+
+    /// Ready once the deadline passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= self.deadline {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(self.deadline);
         }
     }
 
@@ -351,10 +374,7 @@ struct Facts {
 
 /// Parses a response head off the front of `buf` (`None`: incomplete).
 /// `spans` is scratch space, kept by the connection to reuse.
-fn parse_head(
-    buf: &mut BytesMut,
-    spans: &mut Vec<[usize; 4]>,
-) -> Result<Option<Head>, BadResponse> {
+fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<Head>, Malformed> {
     // Offsets of names and values, so that the head's bytes can be frozen
     // once and shared by the header values.
     spans.clear();
@@ -370,12 +390,12 @@ fn parse_head(
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 if buf.len() > MAX_HEAD {
-                    return Err(BadResponse("head too large"));
+                    return Err(Malformed("head too large"));
                 }
                 return Ok(None);
             }
-            Err(httparse::Error::TooManyHeaders) => return Err(BadResponse("too many headers")),
-            Err(_) => return Err(BadResponse("malformed head")),
+            Err(httparse::Error::TooManyHeaders) => return Err(Malformed("too many headers")),
+            Err(_) => return Err(Malformed("malformed head")),
         };
         let base = buf.as_ptr() as usize;
         for f in resp.headers.iter() {
@@ -386,14 +406,16 @@ fn parse_head(
         (len, resp.code.unwrap_or(0), resp.version.unwrap_or(0))
     };
     let head = buf.split_to(len).freeze();
-    let status = StatusCode::from_u16(code).map_err(|_| BadResponse("bad status"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let status = StatusCode::from_u16(code).map_err(|_| Malformed("bad status"))?;
+    // Room for what the pipeline adds (Via, the latency headers, a
+    // plugin's few) without growing the map.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
     let mut facts = Facts::default();
     for &[n0, n1, v0, v1] in spans.iter() {
         let name =
-            HeaderName::from_bytes(&head[n0..n1]).map_err(|_| BadResponse("bad header name"))?;
+            HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Malformed("bad header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| BadResponse("bad header value"))?;
+            .map_err(|_| Malformed("bad header value"))?;
         let bytes = value.as_bytes();
         if name == header::CONTENT_LENGTH {
             facts.length = Some(add_length(facts.length, bytes));
@@ -419,7 +441,7 @@ fn parse_head(
 }
 
 /// The body's framing and whether the connection may be kept after it.
-fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), BadResponse> {
+fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), Malformed> {
     let facts = &head.framing;
     let mut keep = head.version == Version::HTTP_11 && !facts.close;
     let status = head.status;
@@ -443,19 +465,22 @@ fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), BadResponse>
     }
     match facts.length {
         Some(Ok(n)) => Ok((Framing::Length(n), keep)),
-        Some(Err(())) => Err(BadResponse("bad content-length")),
+        Some(Err(())) => Err(Malformed("bad content-length")),
         None => Ok((Framing::Close, false)),
     }
 }
 
-/// Sends `req` on `conn` and reads the response head; the response body
-/// reads on from the same connection, which `back` takes back if it is
-/// fit for another request once the body is over.
+/// Sends `req` on `conn` and reads the response head, which must come by
+/// `deadline` (else an error of kind `TimedOut`); the response body reads
+/// on from the same connection, which `back` takes back if it is fit for
+/// another request once the body is over.
 pub async fn exchange(
     mut conn: Conn,
     req: Request<Body>,
     back: Back,
+    deadline: Instant,
 ) -> Result<Response<UpstreamBody>, Failed> {
+    conn.set_deadline(deadline);
     let mut head = std::mem::take(&mut conn.head);
     let encoding = encode_head(&req, &mut head);
     // The first write decides whether anything reached the upstream.
@@ -554,8 +579,18 @@ fn poll_head(
                 return Poll::Ready(Ok(head));
             }
         }
-        match ready!(conn.poll_fill(cx)) {
-            Ok(0) => return Poll::Ready(Err(Box::new(BadResponse("closed before answering")))),
+        let filled = match conn.poll_fill(cx) {
+            Poll::Ready(filled) => filled,
+            Poll::Pending => {
+                ready!(conn.poll_deadline(cx));
+                return Poll::Ready(Err(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "upstream read timeout",
+                ))));
+            }
+        };
+        match filled {
+            Ok(0) => return Poll::Ready(Err(Box::new(Malformed("closed before answering")))),
             Ok(_) => fresh = true,
             Err(e) => return Poll::Ready(Err(Box::new(e))),
         }
@@ -656,7 +691,7 @@ impl HttpBody for UpstreamBody {
                         return Poll::Ready(None);
                     }
                     Ok(0) => {
-                        return this.fail(Box::new(BadResponse("closed in the middle of the body")))
+                        return this.fail(Box::new(Malformed("closed in the middle of the body")))
                     }
                     Ok(_) => {}
                     Err(e) => return this.fail(Box::new(e)),

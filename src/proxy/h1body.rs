@@ -54,21 +54,22 @@ pub enum Step {
     More,
 }
 
-/// A framing error in the upstream's response body.
+/// What was wrong with the upstream's response (head or body framing),
+/// or how it ended too early.
 #[derive(Debug)]
-pub struct BadFraming(pub &'static str);
+pub struct Malformed(pub &'static str);
 
-impl std::fmt::Display for BadFraming {
+impl std::fmt::Display for Malformed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "malformed upstream response body: {}", self.0)
+        write!(f, "upstream response: {}", self.0)
     }
 }
 
-impl std::error::Error for BadFraming {}
+impl std::error::Error for Malformed {}
 
 impl Framing {
     /// Decodes what `buf` holds; consumes what it returns.
-    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, BadFraming> {
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Malformed> {
         loop {
             match self {
                 Framing::Done => return Ok(Step::End),
@@ -98,12 +99,12 @@ impl Framing {
                     Chunk::Size => {
                         let Some(eol) = memchr::memchr(b'\n', buf) else {
                             if buf.len() > MAX_CHUNK_LINE {
-                                return Err(BadFraming("chunk size line too long"));
+                                return Err(Malformed("chunk size line too long"));
                             }
                             return Ok(Step::More);
                         };
                         if eol > MAX_CHUNK_LINE {
-                            return Err(BadFraming("chunk size line too long"));
+                            return Err(Malformed("chunk size line too long"));
                         }
                         let size = chunk_size(&buf[..eol])?;
                         buf.advance(eol + 1);
@@ -129,7 +130,7 @@ impl Framing {
                             return Ok(Step::More);
                         }
                         if &buf[..2] != b"\r\n" {
-                            return Err(BadFraming("chunk data not followed by CRLF"));
+                            return Err(Malformed("chunk data not followed by CRLF"));
                         }
                         buf.advance(2);
                         *chunk = Chunk::Size;
@@ -142,7 +143,7 @@ impl Framing {
                         }
                         let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
                             if buf.len() > MAX_TRAILERS {
-                                return Err(BadFraming("trailers too large"));
+                                return Err(Malformed("trailers too large"));
                             }
                             return Ok(Step::More);
                         };
@@ -163,13 +164,13 @@ impl Framing {
 
 /// A chunk-size line without its LF: hex digits, then optional
 /// whitespace and `;extensions`, then CR.
-fn chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
+fn chunk_size(line: &[u8]) -> Result<u64, Malformed> {
     let line = line
         .strip_suffix(b"\r")
-        .ok_or(BadFraming("chunk size line without CRLF"))?;
+        .ok_or(Malformed("chunk size line without CRLF"))?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
-        return Err(BadFraming("chunk size is not hexadecimal"));
+        return Err(Malformed("chunk size is not hexadecimal"));
     }
     let rest = &line[digits..];
     let rest_ok = rest
@@ -179,7 +180,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
         .iter()
         .all(|&b| b == b' ' || b == b'\t');
     if !rest_ok {
-        return Err(BadFraming("chunk size is not hexadecimal"));
+        return Err(Malformed("chunk size is not hexadecimal"));
     }
     let mut size: u64 = 0;
     for &b in &line[..digits] {
@@ -187,25 +188,25 @@ fn chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
         size = size
             .checked_mul(16)
             .and_then(|s| s.checked_add(d))
-            .ok_or(BadFraming("chunk size overflows"))?;
+            .ok_or(Malformed("chunk size overflows"))?;
     }
     Ok(size)
 }
 
 /// A trailer section (fields, then the empty line) into a header map.
-fn trailers(section: &Bytes) -> Result<HeaderMap, BadFraming> {
+fn trailers(section: &Bytes) -> Result<HeaderMap, Malformed> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
     let parsed = httparse::parse_headers(section, &mut fields)
-        .map_err(|_| BadFraming("malformed trailers"))?;
+        .map_err(|_| Malformed("malformed trailers"))?;
     let httparse::Status::Complete((_, fields)) = parsed else {
-        return Err(BadFraming("malformed trailers"));
+        return Err(Malformed("malformed trailers"));
     };
     let mut map = HeaderMap::with_capacity(fields.len());
     for f in fields.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes())
-            .map_err(|_| BadFraming("malformed trailer name"))?;
+            .map_err(|_| Malformed("malformed trailer name"))?;
         let value = HeaderValue::from_maybe_shared(section.slice_ref(f.value))
-            .map_err(|_| BadFraming("malformed trailer value"))?;
+            .map_err(|_| Malformed("malformed trailer value"))?;
         map.append(name, value);
     }
     Ok(map)

@@ -65,17 +65,21 @@ impl Pool {
         })
     }
 
-    /// Sends `req` (origin-form URI, Host set) to `addr`.
+    /// Sends `req` (origin-form URI, Host set) to `addr`; its response
+    /// head must come within `read_timeout` (connecting included), else
+    /// the error is of kind `TimedOut` and the request is not given back.
     pub async fn send(
         self: &Arc<Self>,
         https: bool,
         addr: &str,
         mut req: Request<Body>,
+        read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let deadline = tokio::time::Instant::now() + read_timeout;
         // An idle connection first; one that turns out dead gives the
         // request back, and the next one is tried.
         while let Some((key, conn)) = self.take(https, addr) {
-            match h1::exchange(conn, req, self.back(https, key)).await {
+            match h1::exchange(conn, req, self.back(https, key), deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(f) => match f.unsent {
                     Some(r) => req = r,
@@ -89,9 +93,19 @@ impl Pool {
                 },
             }
         }
-        let conn = match self.connect(https, addr).await {
-            Ok(c) => c,
-            Err(error) => {
+        let conn = match tokio::time::timeout_at(deadline, self.connect(https, addr)).await {
+            Ok(Ok(c)) => c,
+            Err(_) => {
+                return Err(SendError {
+                    error: Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "upstream read timeout",
+                    )),
+                    connect: false,
+                    unsent: None,
+                })
+            }
+            Ok(Err(error)) => {
                 return Err(SendError {
                     error,
                     connect: true,
@@ -100,7 +114,7 @@ impl Pool {
             }
         };
         let key = self.key(https, addr);
-        h1::exchange(conn, req, self.back(https, key))
+        h1::exchange(conn, req, self.back(https, key), deadline)
             .await
             .map_err(|f| SendError {
                 error: f.error,
