@@ -197,49 +197,113 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The headers the upstream receives.
-pub fn upstream_headers(
-    mut headers: HeaderMap,
-    facts: &ClientFacts<'_>,
+/// The headers the gateway sets on the upstream request (Host and the
+/// `X-Forwarded-*` family), replacing those of the same names the client
+/// sent. Kept apart from the client's headers: the HTTP/1.1 client writes
+/// them straight into the request head (no map insertion, no copy), the
+/// HTTP/2 client and aggregate routes `apply` them to the map.
+pub struct Forwarded<'a> {
+    facts: ClientFacts<'a>,
+    /// The client's first X-Forwarded-For, which the peer's address follows.
+    prior_xff: Option<HeaderValue>,
     upstream_host: HeaderValue,
-    upgrade: bool,
-) -> HeaderMap {
-    strip_hop_by_hop(&mut headers, upgrade);
-    // Room for what is added below, in one growth.
-    headers.reserve(8);
-    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + facts.ip.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(facts.ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+}
+
+/// The names `Forwarded` sets, in the order it writes them.
+static FORWARDED: [HeaderName; 8] = [
+    header::HOST,
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_FORWARDED_PATH,
+    X_FORWARDED_PREFIX,
+];
+
+/// What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
+fn valid_value(v: &[u8]) -> bool {
+    v.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
+}
+
+impl<'a> Forwarded<'a> {
+    /// `client` is the client's request headers, hop-by-hop ones removed.
+    pub fn new(client: &HeaderMap, facts: ClientFacts<'a>, upstream_host: HeaderValue) -> Self {
+        Forwarded {
+            facts,
+            prior_xff: client.get(X_FORWARDED_FOR).cloned(),
+            upstream_host,
         }
-        None => Some(facts.ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_REAL_IP, facts.real_ip.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(facts.scheme));
-    if let Some(h) = facts.host {
-        let value = match h.to_str() {
-            Ok(s) if strip_port(s).len() < s.len() => HeaderValue::from_str(strip_port(s)).ok(),
-            _ => Some(h.clone()),
-        };
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_HOST, v);
+
+    /// Each header set: its index in `FORWARDED` and its value in pieces.
+    /// One that cannot be a header value is left out (and the client's
+    /// header of that name, if any, passes).
+    pub fn each(&self, mut f: impl FnMut(usize, &[&[u8]])) {
+        let facts = &self.facts;
+        f(0, &[self.upstream_host.as_bytes()]);
+        match &self.prior_xff {
+            Some(prior) => f(1, &[prior.as_bytes(), b", ", facts.ip.as_bytes()]),
+            None => f(1, &[facts.ip.as_bytes()]),
+        }
+        f(2, &[facts.real_ip.as_bytes()]);
+        f(3, &[facts.scheme.as_bytes()]);
+        if let Some(h) = facts.host {
+            let host = h
+                .to_str()
+                .map_or(h.as_bytes(), |s| strip_port(s).as_bytes());
+            f(4, &[host]);
+        }
+        f(5, &[facts.local_port.as_bytes()]);
+        if valid_value(facts.path.as_bytes()) {
+            f(6, &[facts.path.as_bytes()]);
+        }
+        if let Some(p) = facts.prefix.filter(|p| valid_value(p.as_bytes())) {
+            f(7, &[p.as_bytes()]);
         }
     }
-    headers.insert(X_FORWARDED_PORT, facts.local_port.clone());
-    if let Ok(v) = HeaderValue::from_str(facts.path) {
-        headers.insert(X_FORWARDED_PATH, v);
+
+    /// Which of the client's headers are replaced: bit i for `FORWARDED[i]`.
+    pub fn replaced(&self) -> u8 {
+        let mut mask = 0;
+        self.each(|i, _| mask |= 1 << i);
+        mask
     }
-    if let Some(v) = facts.prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(X_FORWARDED_PREFIX, v);
+
+    /// Whether a client's header of this name is replaced (`mask` from
+    /// `replaced`).
+    pub fn replaces(mask: u8, name: &HeaderName) -> bool {
+        FORWARDED
+            .iter()
+            .enumerate()
+            .any(|(i, n)| mask & (1 << i) != 0 && n == name)
     }
-    headers.insert(header::HOST, upstream_host);
-    headers
+
+    /// Writes each header as `name: value\r\n`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.each(|i, pieces| {
+            out.extend_from_slice(FORWARDED[i].as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            for p in pieces {
+                out.extend_from_slice(p);
+            }
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+
+    /// Sets the headers in `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.reserve(FORWARDED.len());
+        self.each(|i, pieces| {
+            let value = match pieces {
+                [one] => HeaderValue::from_bytes(one),
+                _ => HeaderValue::from_maybe_shared(Bytes::from(pieces.concat())),
+            };
+            if let Ok(v) = value {
+                headers.insert(FORWARDED[i].clone(), v);
+            }
+        });
+    }
 }
 
 /// Sends the request, picking a target per attempt; retries (up to the
@@ -259,7 +323,7 @@ pub async fn send(
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = head.headers.clone();
-    send_request(entry, req, hash.consumer, hash.ip).await
+    send_request(entry, req, None, hash.consumer, hash.ip).await
 }
 
 /// Where one attempt goes: a target of the balancer, or the service's host.
@@ -330,31 +394,37 @@ impl Passive<'_> {
     }
 }
 
-/// Sends `req` (origin-form URI, upstream headers set), picking a target
-/// per attempt; retries (up to the service's `retries`) only requests
+/// Sends `req` (origin-form URI, the client's headers less hop-by-hop
+/// ones) with the `forwarded` headers, picking a target per attempt
+/// (hashing on the client's headers); retries (up to the service's `retries`) only requests
 /// that did not reach the upstream: a failed connect, or a connection lost
 /// before the request was written. The request travels whole from one
 /// attempt to the next; nothing is copied.
 pub async fn send_request(
     entry: &ServiceEntry,
-    req: Request<Body>,
+    mut req: Request<Body>,
+    forwarded: Option<&Forwarded<'_>>,
     consumer: Option<uuid::Uuid>,
     ip: Option<std::net::IpAddr>,
 ) -> Result<(Response<Upstream>, Option<InFlight>), ForwardError> {
     let pool = match &entry.client {
         UpstreamClient::H1(pool) => pool,
-        UpstreamClient::H2(client) => return send_h2(entry, client, req, consumer, ip).await,
+        UpstreamClient::H2(client) => {
+            if let Some(f) = forwarded {
+                f.apply(req.headers_mut());
+            }
+            return send_h2(entry, client, req, consumer, ip).await;
+        }
     };
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
     let https = entry.service.protocol == "https";
-    let mut req = req;
     let mut last = ForwardError::Bad;
     for _attempt in 0..=entry.service.retries {
         let (addr, health) =
             pick(entry, consumer, ip, req.headers()).ok_or(ForwardError::NoPeer)?;
         let passive = Passive::new(entry, health);
         let in_flight = health.map(|h| InFlight::new(h.clone()));
-        match pool.send(https, addr, req, read_timeout).await {
+        match pool.send(https, addr, req, read_timeout, forwarded).await {
             Ok(resp) => {
                 passive.answered(resp.status());
                 return Ok((resp.map(Upstream::H1), in_flight));
@@ -645,6 +715,59 @@ mod tests {
         assert_eq!(join_path(None, "foo"), "/foo");
         assert_eq!(join_path(None, "/a/b"), "/a/b");
         assert_eq!(join_path(Some("/s"), "/fv0/req"), "/s/fv0/req");
+    }
+
+    #[test]
+    fn forwarded_headers_written_or_applied_alike() {
+        let ip = HeaderValue::from_static("10.0.0.1");
+        let port = HeaderValue::from_static("8000");
+        let host = HeaderValue::from_static("example.com:8000");
+        let mut client = HeaderMap::new();
+        client.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        client.insert("x-forwarded-path", "/spoofed".parse().unwrap());
+        client.insert("host", "example.com:8000".parse().unwrap());
+        client.insert("x-keep", "1".parse().unwrap());
+        let facts = |path| ClientFacts {
+            ip: &ip,
+            real_ip: &ip,
+            local_port: &port,
+            scheme: "http",
+            host: Some(&host),
+            path,
+            prefix: None,
+        };
+        let f = Forwarded::new(&client, facts("/a"), HeaderValue::from_static("up:80"));
+        let mut applied = client.clone();
+        f.apply(&mut applied);
+        assert_eq!(applied["host"], "up:80");
+        assert_eq!(applied["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(applied["x-forwarded-host"], "example.com");
+        assert_eq!(applied["x-forwarded-path"], "/a");
+        assert_eq!(applied["x-keep"], "1");
+        // Written: the client's replaced headers skipped, ours after.
+        let mask = f.replaced();
+        let mut out = Vec::new();
+        for (name, value) in &client {
+            if !Forwarded::replaces(mask, name) {
+                out.extend_from_slice(format!("{}: ", name).as_bytes());
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        f.write_to(&mut out);
+        let written = String::from_utf8(out).unwrap();
+        for (name, value) in &applied {
+            let line = format!("{}: {}\r\n", name, value.to_str().unwrap());
+            assert!(written.contains(&line), "{line} in {written}");
+        }
+        assert_eq!(written.lines().count(), applied.len());
+        // A path that cannot be a header value is not sent; the client's
+        // header of that name passes, as it did when inserted into the map.
+        let f = Forwarded::new(&client, facts("/a\r\nx: y"), HeaderValue::from_static("up"));
+        assert!(!Forwarded::replaces(f.replaced(), &X_FORWARDED_PATH));
+        let mut out = Vec::new();
+        f.write_to(&mut out);
+        assert!(!String::from_utf8_lossy(&out).contains("x: y"));
     }
 
     #[test]

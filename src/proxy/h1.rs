@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::connector::Stream;
+use super::forward::Forwarded;
 use super::h1body::{Chunk, Framing, Malformed, Step};
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
@@ -150,9 +151,14 @@ enum Encoding {
     Chunked,
 }
 
-/// Writes the head of `req` into `out` and says how its body goes
+/// Writes the head of `req`, with the `forwarded` headers in place of the
+/// client's of the same names, into `out`, and says how its body goes
 /// (`None`: no body is sent).
-fn encode_head(req: &Request<Body>, out: &mut Vec<u8>) -> Option<Encoding> {
+fn encode_head(
+    req: &Request<Body>,
+    forwarded: Option<&Forwarded<'_>>,
+    out: &mut Vec<u8>,
+) -> Option<Encoding> {
     let headers = req.headers();
     let method = req.method();
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -178,10 +184,12 @@ fn encode_head(req: &Request<Body>, out: &mut Vec<u8>) -> Option<Encoding> {
     } else {
         Some(Encoding::Chunked)
     };
+    let replaced = forwarded.map_or(0, Forwarded::replaced);
     for (name, value) in headers {
         // Our framing replaces whatever the head said of it.
         if name == header::TRANSFER_ENCODING
             || (name == header::CONTENT_LENGTH && matches!(encoding, Some(Encoding::Chunked)))
+            || (replaced != 0 && Forwarded::replaces(replaced, name))
         {
             continue;
         }
@@ -189,6 +197,9 @@ fn encode_head(req: &Request<Body>, out: &mut Vec<u8>) -> Option<Encoding> {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = forwarded {
+        f.write_to(out);
     }
     match encoding {
         Some(Encoding::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -477,12 +488,13 @@ fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), Malformed> {
 pub async fn exchange(
     mut conn: Conn,
     req: Request<Body>,
+    forwarded: Option<&Forwarded<'_>>,
     back: Back,
     deadline: Instant,
 ) -> Result<Response<UpstreamBody>, Failed> {
     conn.set_deadline(deadline);
     let mut head = std::mem::take(&mut conn.head);
-    let encoding = encode_head(&req, &mut head);
+    let encoding = encode_head(&req, forwarded, &mut head);
     // The first write decides whether anything reached the upstream.
     let mut written = 0;
     while written < head.len() {
@@ -785,11 +797,16 @@ mod tests {
     #[test]
     fn request_heads_are_framed_as_hyper_frames_them() {
         let mut out = Vec::new();
-        let e = encode_head(&request(Method::GET, &[("host", "u")], empty()), &mut out);
+        let e = encode_head(
+            &request(Method::GET, &[("host", "u")], empty()),
+            None,
+            &mut out,
+        );
         assert!(e.is_none());
         assert_eq!(out, b"GET /p?q=1 HTTP/1.1\r\nhost: u\r\n\r\n");
         let e = encode_head(
             &request(Method::POST, &[("host", "u")], full("abc")),
+            None,
             &mut out,
         );
         assert!(matches!(e, Some(Encoding::Length(3))));
@@ -799,6 +816,7 @@ mod tests {
         );
         let e = encode_head(
             &request(Method::POST, &[("content-length", "3")], full("abc")),
+            None,
             &mut out,
         );
         assert!(matches!(e, Some(Encoding::Length(3))));

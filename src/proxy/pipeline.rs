@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use super::balancer::HashInput;
 use super::errors;
-use super::forward::{self, ClientFacts, ForwardError, Guarded, UpstreamHead};
+use super::forward::{self, ClientFacts, ForwardError, Forwarded, Guarded, UpstreamHead};
 use super::grpc::{self, GatewayStatus};
 use super::listener::ConnInfo;
 use super::{aggregate, peek, realip, websocket, Shared};
@@ -249,9 +249,11 @@ pub async fn handle(
     } else {
         HeaderValue::from_str(&client_ip.to_string()).unwrap_or_else(|_| conn.ip_header.clone())
     };
-    let headers = forward::upstream_headers(
-        std::mem::take(&mut parts.headers),
-        &ClientFacts {
+    forward::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let mut headers = std::mem::take(&mut parts.headers);
+    let forwarded = Forwarded::new(
+        &headers,
+        ClientFacts {
             ip: &conn.ip_header,
             real_ip: &real_ip,
             local_port: &conn.port_header,
@@ -261,12 +263,12 @@ pub async fn handle(
             prefix,
         },
         upstream_host,
-        upgrade.is_some(),
     );
     let consumer = ctx.consumer.as_ref().map(|c| c.id);
 
     // 3b. An aggregate route fans out instead (access phase already ran once).
     if let Some(agg) = &route.aggregate {
+        forwarded.apply(&mut headers);
         let head = UpstreamHead {
             method: parts.method.clone(),
             path_and_query,
@@ -305,7 +307,13 @@ pub async fn handle(
         });
     }
     let sent = Instant::now();
-    let sending = forward::send_request(&entry, upstream_req, consumer, ctx.client_ip);
+    let sending = forward::send_request(
+        &entry,
+        upstream_req,
+        Some(&forwarded),
+        consumer,
+        ctx.client_ip,
+    );
     let answered = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), sending).await.ok(),
         None => Some(sending.await),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, Uri};
 
 use super::connector::Connector;
+use super::forward::Forwarded;
 use super::h1::{self, Conn, UpstreamBody};
 use crate::plugins::{Body, BoxError};
 
@@ -74,12 +75,13 @@ impl Pool {
         addr: &str,
         mut req: Request<Body>,
         read_timeout: Duration,
+        forwarded: Option<&Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let deadline = tokio::time::Instant::now() + read_timeout;
         // An idle connection first; one that turns out dead gives the
         // request back, and the next one is tried.
         while let Some((key, conn)) = self.take(https, addr) {
-            match h1::exchange(conn, req, self.back(https, key), deadline).await {
+            match h1::exchange(conn, req, forwarded, self.back(https, key), deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(f) => match f.unsent {
                     Some(r) => req = r,
@@ -114,7 +116,7 @@ impl Pool {
             }
         };
         let key = self.key(https, addr);
-        h1::exchange(conn, req, self.back(https, key), deadline)
+        h1::exchange(conn, req, forwarded, self.back(https, key), deadline)
             .await
             .map_err(|f| SendError {
                 error: f.error,
