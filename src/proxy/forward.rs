@@ -149,29 +149,50 @@ fn is_plain_option(token: &str) -> bool {
         .any(|o| token.eq_ignore_ascii_case(o))
 }
 
+/// The index in `HOP_BY_HOP` of a hop-by-hop header's name. By its
+/// text, which for the standard names is a table lookup: cheaper than
+/// comparing each name against the eight.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "te" => Some(3),
+        "trailer" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        "proxy-authenticate" => Some(7),
+        _ => None,
+    }
+}
+
 /// Removes hop-by-hop headers (and those the Connection header names);
 /// with `upgrade`, keeps `Upgrade` and sends `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none: look once over the few names there are
-    // rather than hash eight names to remove.
+    // Most messages carry none or only `Connection`: look once over the
+    // few names there are rather than hash eight names to remove.
     let mut present = [false; HOPS];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_index(name) {
             present[i] = true;
         }
     }
     if !present.contains(&true) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !is_plain_option(t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
+    let named: Vec<HeaderName> = if present[0] {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !is_plain_option(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -207,6 +228,11 @@ pub struct Forwarded<'a> {
     /// The client's first X-Forwarded-For, which the peer's address follows.
     prior_xff: Option<HeaderValue>,
     upstream_host: HeaderValue,
+    /// The client's host without its port (X-Forwarded-Host).
+    host: Option<&'a [u8]>,
+    /// Whether the path and the prefix can be header values.
+    path_ok: bool,
+    prefix_ok: bool,
 }
 
 /// The names `Forwarded` sets, in the order it writes them.
@@ -229,10 +255,17 @@ fn valid_value(v: &[u8]) -> bool {
 impl<'a> Forwarded<'a> {
     /// `client` is the client's request headers, hop-by-hop ones removed.
     pub fn new(client: &HeaderMap, facts: ClientFacts<'a>, upstream_host: HeaderValue) -> Self {
+        let host = facts.host.map(|h| {
+            h.to_str()
+                .map_or(h.as_bytes(), |s| strip_port(s).as_bytes())
+        });
         Forwarded {
-            facts,
             prior_xff: client.get(X_FORWARDED_FOR).cloned(),
             upstream_host,
+            host,
+            path_ok: valid_value(facts.path.as_bytes()),
+            prefix_ok: facts.prefix.is_some_and(|p| valid_value(p.as_bytes())),
+            facts,
         }
     }
 
@@ -248,17 +281,14 @@ impl<'a> Forwarded<'a> {
         }
         f(2, &[facts.real_ip.as_bytes()]);
         f(3, &[facts.scheme.as_bytes()]);
-        if let Some(h) = facts.host {
-            let host = h
-                .to_str()
-                .map_or(h.as_bytes(), |s| strip_port(s).as_bytes());
+        if let Some(host) = self.host {
             f(4, &[host]);
         }
         f(5, &[facts.local_port.as_bytes()]);
-        if valid_value(facts.path.as_bytes()) {
+        if self.path_ok {
             f(6, &[facts.path.as_bytes()]);
         }
-        if let Some(p) = facts.prefix.filter(|p| valid_value(p.as_bytes())) {
+        if let (Some(p), true) = (facts.prefix, self.prefix_ok) {
             f(7, &[p.as_bytes()]);
         }
     }
@@ -768,6 +798,15 @@ mod tests {
         let mut out = Vec::new();
         f.write_to(&mut out);
         assert!(!String::from_utf8_lossy(&out).contains("x: y"));
+    }
+
+    #[test]
+    fn hop_index_names_the_hop_by_hop_headers() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_index(&header::CONTENT_LENGTH), None);
+        assert_eq!(hop_index(&HeaderName::from_static("x-connection")), None);
     }
 
     #[test]
