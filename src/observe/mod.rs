@@ -181,8 +181,10 @@ impl http_body::Body for Counted {
 
 /// The response body as the client receives it; writes the access log
 /// line and ends the request's `writing` count when it ends or is dropped.
-pub struct Observed {
-    inner: Body,
+/// Generic over the body it wraps, so that a body nothing else wraps is
+/// boxed once, with this.
+pub struct Observed<B: http_body::Body = Body> {
+    inner: B,
     observer: Arc<Observer>,
     entry: Entry,
     facts: RequestFacts,
@@ -191,7 +193,10 @@ pub struct Observed {
 impl Observed {
     /// `entry` carries what the pipeline knew (ids, names, status); bytes,
     /// latencies and completion are filled in at the end.
-    pub fn wrap(inner: Body, observer: Arc<Observer>, entry: Entry, facts: RequestFacts) -> Body {
+    pub fn wrap<B>(inner: B, observer: Arc<Observer>, entry: Entry, facts: RequestFacts) -> Body
+    where
+        B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static,
+    {
         observer.server.writing.fetch_add(1, Ordering::Relaxed);
         http_body_util::BodyExt::boxed(Observed {
             inner,
@@ -202,7 +207,10 @@ impl Observed {
     }
 }
 
-impl http_body::Body for Observed {
+impl<B> http_body::Body for Observed<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -230,7 +238,7 @@ impl http_body::Body for Observed {
     }
 }
 
-impl Drop for Observed {
+impl<B: http_body::Body> Drop for Observed<B> {
     fn drop(&mut self) {
         self.observer.server.writing.fetch_sub(1, Ordering::Relaxed);
         if !self.observer.access_log.enabled() {

@@ -366,16 +366,23 @@ pub async fn handle(
         plugin.header_filter(&mut ctx, &mut rparts);
     }
     let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
-    let mut body = Guarded::new(rbody, in_flight, read_timeout).boxed();
+    let guarded = Guarded::new(rbody, in_flight, read_timeout);
+    // 6. Log, once the body is over.
+    if logging {
+        describe(&ctx, &mut log_entry, &shared);
+    }
+    if ran.is_empty() && deadline.is_none() {
+        // Nothing else wraps the upstream's body: boxed once, with the
+        // access log's wrapper.
+        let resp = Response::from_parts(rparts, guarded);
+        return Ok(observed(&shared, resp, log_entry, facts));
+    }
+    let mut body = guarded.boxed();
     if let Some(at) = deadline {
         body = grpc::Deadline::wrap(body, at);
     }
     for plugin in &ran {
         body = plugin.response_body(&ctx, body);
-    }
-    // 6. Log, once the body is over.
-    if logging {
-        describe(&ctx, &mut log_entry, &shared);
     }
     if !ran.is_empty() {
         ctx.extensions.insert(facts.clone());
@@ -480,12 +487,19 @@ fn decided_status(status: StatusCode, extensions: &http::Extensions) -> StatusCo
 
 /// The response, with its body wrapped so that the access log line is
 /// written (and the request counted done) once it is over.
-fn observed(
+fn observed<B>(
     shared: &Shared,
-    resp: Response<Body>,
+    resp: Response<B>,
     mut log_entry: Entry,
     mut facts: RequestFacts,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = crate::plugins::BoxError>
+        + Send
+        + Sync
+        + Unpin
+        + 'static,
+{
     if facts.upstream_latency.is_none() && facts.kong_latency.is_zero() {
         facts.kong_latency = facts.start.elapsed();
     }
