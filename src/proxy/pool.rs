@@ -11,6 +11,7 @@
 //! (HTTP/2) services do not use this pool.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,32 @@ const MAX_IDLE_PER_ADDR: usize = 1024;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-type IdleMap = HashMap<Arc<str>, Slot>;
+type IdleMap = HashMap<Arc<str>, Slot, BuildHasherDefault<AddrHasher>>;
+
+/// FNV-1a over the address: the keys are the configured upstream
+/// addresses, few and not chosen by clients, so a keyed hash (SipHash,
+/// looked up twice per request) buys nothing here.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The idle connections to one address, with the map's key beside them
 /// so that a lease can name its address without allocating.
