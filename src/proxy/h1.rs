@@ -408,11 +408,13 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
             Err(httparse::Error::TooManyHeaders) => return Err(Malformed("too many headers")),
             Err(_) => return Err(Malformed("malformed head")),
         };
-        let base = buf.as_ptr() as usize;
+        let head = &buf[..len];
         for f in resp.headers.iter() {
-            let name = f.name.as_ptr() as usize - base;
-            let value = f.value.as_ptr() as usize - base;
-            spans.push([name, name + f.name.len(), value, value + f.value.len()]);
+            let (Some(name), Some(value)) = (span(head, f.name.as_bytes()), span(head, f.value))
+            else {
+                return Err(Malformed("malformed head"));
+            };
+            spans.push([name.0, name.1, value.0, value.1]);
         }
         (len, resp.code.unwrap_or(0), resp.version.unwrap_or(0))
     };
@@ -449,6 +451,16 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
         headers,
         framing: facts,
     }))
+}
+
+/// Where `part` lies in `whole`, as a range (an empty part anywhere).
+fn span(whole: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    if part.is_empty() {
+        return Some((0, 0));
+    }
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some((start, end))
 }
 
 /// The body's framing and whether the connection may be kept after it.
@@ -863,6 +875,11 @@ mod tests {
             (Framing::Chunked(Chunk::Size), false)
         );
 
+        let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\r\nx-empty:\r\nx-b: 1\r\n\r\n"[..]);
+        let head = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        assert_eq!(head.headers["x-empty"], "");
+        assert_eq!(head.headers["x-b"], "1");
+
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx: y\r\n"[..]);
         assert!(parse_head(&mut partial, &mut Vec::new()).unwrap().is_none());
         for bad in [
@@ -871,6 +888,44 @@ mod tests {
             b"garbage\r\n\r\n",
         ] {
             assert!(parse_head(&mut BytesMut::from(bad), &mut Vec::new()).is_err());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_parsers() {
+        // A small xorshift; inputs made of the bytes that matter most.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b"HTTP/1.1 200 OK\r\n:;,0123456789abcdefxyz \t\x00\xff";
+        for _ in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let mut input: Vec<u8> = b"HTTP/1.1 200 OK\r\n".to_vec();
+            input.extend((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]));
+            let mut buf = BytesMut::from(&input[..]);
+            if let Ok(Some(head)) = parse_head(&mut buf, &mut Vec::new()) {
+                let _ = framing(&head, &Method::GET);
+            }
+            let mut buf = BytesMut::from(&input[17..]);
+            for start in [
+                Framing::Chunked(Chunk::Size),
+                Framing::Length(7),
+                Framing::Close,
+            ] {
+                let mut f = start;
+                let mut b = buf.clone();
+                for _ in 0..100 {
+                    match f.step(&mut b) {
+                        Ok(Step::Data(_)) | Ok(Step::Trailers(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            buf.clear();
         }
     }
 

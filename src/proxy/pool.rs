@@ -103,7 +103,11 @@ impl Pool {
         read_timeout: Duration,
         forwarded: Option<&Forwarded<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let deadline = tokio::time::Instant::now() + read_timeout;
+        let now = tokio::time::Instant::now();
+        // Validated timeouts are far below any overflow; be safe anyway.
+        let deadline = now
+            .checked_add(read_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 24 * 3600));
         // An idle connection first; one that turns out dead gives the
         // request back, and the next one is tried.
         while let Some((key, conn)) = self.take(https, addr) {
