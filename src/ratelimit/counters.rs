@@ -502,9 +502,9 @@ impl RateLimiter {
     ///
     /// Cluster policy, per period, with `total` the window estimate of all
     /// nodes' counts as known here, `unsent` this node's admissions for the
-    /// key since its last gossip (and, until every live peer has been
-    /// heard from since that gossip, the round before it), `published =
-    /// total − unsent` (what every node knows), and `N` the cluster size:
+    /// key since its last gossip round, and in rounds not every live peer
+    /// has acknowledged yet, `published = total − unsent` (what every node
+    /// knows), and `N` the cluster size:
     /// 1. deny if `total + 1 > limit`;
     /// 2. while a peer is silent (and not `fail_open`): deny if this node's
     ///    own window count `+ 1 > limit / N`;
