@@ -98,6 +98,10 @@ pub struct ClientFacts<'a> {
     pub path: &'a str,
     /// What strip_path removed, for X-Forwarded-Prefix.
     pub prefix: Option<&'a str>,
+    /// The connection's peer is one of `trusted_ips`: the
+    /// `X-Forwarded-Proto/-Host/-Port/-Path/-Prefix` it sent pass through
+    /// (Kong's rule); anyone else's are replaced or dropped.
+    pub trusted_peer: bool,
 }
 
 /// Kong's path_handling v0: the service path, then what is left of the
@@ -196,6 +200,17 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(v) => {
+            headers.insert(name, v);
+        }
+        None => {
+            headers.remove(name);
+        }
+    }
+}
+
 /// The headers the upstream receives.
 pub fn upstream_headers(
     mut headers: HeaderMap,
@@ -220,22 +235,33 @@ pub fn upstream_headers(
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_REAL_IP, facts.real_ip.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(facts.scheme));
-    if let Some(h) = facts.host {
-        let value = match h.to_str() {
+    // A trusted proxy in front of us knows these better than we do; from
+    // anyone else they are replaced, or dropped when we have no value.
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| facts.trusted_peer && headers.contains_key(name);
+    if !keep(&headers, &X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(facts.scheme));
+    }
+    if !keep(&headers, &X_FORWARDED_HOST) {
+        let value = facts.host.and_then(|h| match h.to_str() {
             Ok(s) if strip_port(s).len() < s.len() => HeaderValue::from_str(strip_port(s)).ok(),
             _ => Some(h.clone()),
-        };
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
+        });
+        set_or_remove(&mut headers, X_FORWARDED_HOST, value);
     }
-    headers.insert(X_FORWARDED_PORT, facts.local_port.clone());
-    if let Ok(v) = HeaderValue::from_str(facts.path) {
-        headers.insert(X_FORWARDED_PATH, v);
+    if !keep(&headers, &X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, facts.local_port.clone());
     }
-    if let Some(v) = facts.prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert(X_FORWARDED_PREFIX, v);
+    if !keep(&headers, &X_FORWARDED_PATH) {
+        set_or_remove(
+            &mut headers,
+            X_FORWARDED_PATH,
+            HeaderValue::from_str(facts.path).ok(),
+        );
+    }
+    if !keep(&headers, &X_FORWARDED_PREFIX) {
+        let value = facts.prefix.and_then(|p| HeaderValue::from_str(p).ok());
+        set_or_remove(&mut headers, X_FORWARDED_PREFIX, value);
     }
     headers.insert(header::HOST, upstream_host);
     headers
