@@ -194,6 +194,10 @@ async fn client_ip_comes_through_trusted_proxies_only() {
         ));
     }
     e.push((
+        "routes",
+        json!({"id": id(14), "service": {"id": id(1)}, "paths": ["/kept"], "strip_path": false}),
+    ));
+    e.push((
         "plugins",
         json!({"id": id(21), "name": "ip-restriction", "route": {"id": id(12)},
                "config": {"allow": ["203.0.113.0/24"]}}),
@@ -233,6 +237,33 @@ async fn client_ip_comes_through_trusted_proxies_only() {
         "an untrusted peer's XFF is not read"
     );
     assert_eq!(h["x-forwarded-for"], "203.0.113.5, 127.0.0.2");
+
+    // The other forwarded headers: a trusted proxy's pass through as it
+    // sent them; an untrusted peer's are replaced, or dropped where the
+    // gateway has no value of its own (no prefix where strip_path is off).
+    let sent = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "public.example"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-path", "/api/open"),
+        ("x-forwarded-prefix", "/api"),
+    ];
+    let h = get(&proxy, p.http, "/open", &sent).await.json()["headers"].clone();
+    for (name, value) in sent {
+        assert_eq!(h[name], value, "trusted peer's {name}");
+    }
+    let h = get(&direct, p.http, "/open", &sent).await.json()["headers"].clone();
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-port"], p.http.port().to_string());
+    assert_eq!(h["x-forwarded-path"], "/open");
+    assert_eq!(h["x-forwarded-prefix"], "/open", "strip_path removed /open");
+    let h = get(&direct, p.http, "/kept", &sent).await.json()["headers"].clone();
+    assert_eq!(h["x-forwarded-path"], "/kept");
+    assert!(
+        h.get("x-forwarded-prefix").is_none(),
+        "untrusted X-Forwarded-Prefix dropped: {h}"
+    );
 
     // ip-restriction sees the resolved client.
     assert_eq!(

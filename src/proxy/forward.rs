@@ -99,6 +99,10 @@ pub struct ClientFacts<'a> {
     pub path: &'a str,
     /// What strip_path removed, for X-Forwarded-Prefix.
     pub prefix: Option<&'a str>,
+    /// The connection's peer is one of `trusted_ips`: the
+    /// `X-Forwarded-Proto/-Host/-Port/-Path/-Prefix` it sent pass through
+    /// (Kong's rule); anyone else's are replaced or dropped.
+    pub trusted_peer: bool,
 }
 
 /// Kong's path_handling v0: the service path, then what is left of the
@@ -233,6 +237,9 @@ pub struct Forwarded<'a> {
     /// Whether the path and the prefix can be header values.
     path_ok: bool,
     prefix_ok: bool,
+    /// Bit i: the client's `FORWARDED[i]` passes untouched (a trusted
+    /// peer's X-Forwarded-Proto/-Host/-Port/-Path/-Prefix, Kong's rule).
+    kept: u8,
 }
 
 /// The names `Forwarded` sets, in the order it writes them.
@@ -259,7 +266,16 @@ impl<'a> Forwarded<'a> {
             h.to_str()
                 .map_or(h.as_bytes(), |s| strip_port(s).as_bytes())
         });
+        let mut kept = 0;
+        if facts.trusted_peer {
+            for (i, name) in FORWARDED.iter().enumerate().skip(3) {
+                if client.contains_key(name) {
+                    kept |= 1 << i;
+                }
+            }
+        }
         Forwarded {
+            kept,
             prior_xff: client.get(X_FORWARDED_FOR).cloned(),
             upstream_host,
             host,
@@ -270,37 +286,41 @@ impl<'a> Forwarded<'a> {
     }
 
     /// Each header set: its index in `FORWARDED` and its value in pieces.
-    /// One that cannot be a header value is left out (and the client's
-    /// header of that name, if any, passes).
+    /// Left out: one the gateway has no value for (no Host, a path that
+    /// cannot be a header value), and a trusted peer's that passes.
     pub fn each(&self, mut f: impl FnMut(usize, &[&[u8]])) {
+        let mut emit = |i: usize, pieces: &[&[u8]]| {
+            if self.kept & (1 << i) == 0 {
+                f(i, pieces);
+            }
+        };
         let facts = &self.facts;
-        f(0, &[self.upstream_host.as_bytes()]);
+        emit(0, &[self.upstream_host.as_bytes()]);
         match &self.prior_xff {
-            Some(prior) => f(1, &[prior.as_bytes(), b", ", facts.ip.as_bytes()]),
-            None => f(1, &[facts.ip.as_bytes()]),
+            Some(prior) => emit(1, &[prior.as_bytes(), b", ", facts.ip.as_bytes()]),
+            None => emit(1, &[facts.ip.as_bytes()]),
         }
-        f(2, &[facts.real_ip.as_bytes()]);
-        f(3, &[facts.scheme.as_bytes()]);
+        emit(2, &[facts.real_ip.as_bytes()]);
+        emit(3, &[facts.scheme.as_bytes()]);
         if let Some(host) = self.host {
-            f(4, &[host]);
+            emit(4, &[host]);
         }
-        f(5, &[facts.local_port.as_bytes()]);
+        emit(5, &[facts.local_port.as_bytes()]);
         if self.path_ok {
-            f(6, &[facts.path.as_bytes()]);
+            emit(6, &[facts.path.as_bytes()]);
         }
         if let (Some(p), true) = (facts.prefix, self.prefix_ok) {
-            f(7, &[p.as_bytes()]);
+            emit(7, &[p.as_bytes()]);
         }
     }
 
-    /// Which of the client's headers are replaced: bit i for `FORWARDED[i]`.
+    /// Which of the client's headers do not pass (replaced, or dropped
+    /// when the gateway has no value): bit i for `FORWARDED[i]`.
     pub fn replaced(&self) -> u8 {
-        let mut mask = 0;
-        self.each(|i, _| mask |= 1 << i);
-        mask
+        !self.kept
     }
 
-    /// Whether a client's header of this name is replaced (`mask` from
+    /// Whether a client's header of this name does not pass (`mask` from
     /// `replaced`).
     pub fn replaces(mask: u8, name: &HeaderName) -> bool {
         FORWARDED
@@ -321,8 +341,16 @@ impl<'a> Forwarded<'a> {
         });
     }
 
-    /// Sets the headers in `headers`.
+    /// Sets the headers in `headers` (and removes the client's that do
+    /// not pass and get no value).
     pub fn apply(&self, headers: &mut HeaderMap) {
+        let mut written = 0u8;
+        self.each(|i, _| written |= 1 << i);
+        for (i, name) in FORWARDED.iter().enumerate() {
+            if self.replaced() & !written & (1 << i) != 0 {
+                headers.remove(name);
+            }
+        }
         headers.reserve(FORWARDED.len());
         self.each(|i, pieces| {
             let value = match pieces {
@@ -757,7 +785,7 @@ mod tests {
         client.insert("x-forwarded-path", "/spoofed".parse().unwrap());
         client.insert("host", "example.com:8000".parse().unwrap());
         client.insert("x-keep", "1".parse().unwrap());
-        let facts = |path| ClientFacts {
+        let facts = |path, trusted_peer| ClientFacts {
             ip: &ip,
             real_ip: &ip,
             local_port: &port,
@@ -765,8 +793,13 @@ mod tests {
             host: Some(&host),
             path,
             prefix: None,
+            trusted_peer,
         };
-        let f = Forwarded::new(&client, facts("/a"), HeaderValue::from_static("up:80"));
+        let f = Forwarded::new(
+            &client,
+            facts("/a", false),
+            HeaderValue::from_static("up:80"),
+        );
         let mut applied = client.clone();
         f.apply(&mut applied);
         assert_eq!(applied["host"], "up:80");
@@ -791,13 +824,32 @@ mod tests {
             assert!(written.contains(&line), "{line} in {written}");
         }
         assert_eq!(written.lines().count(), applied.len());
-        // A path that cannot be a header value is not sent; the client's
-        // header of that name passes, as it did when inserted into the map.
-        let f = Forwarded::new(&client, facts("/a\r\nx: y"), HeaderValue::from_static("up"));
-        assert!(!Forwarded::replaces(f.replaced(), &X_FORWARDED_PATH));
+        // A path that cannot be a header value is not sent, nor is the
+        // untrusted client's header of that name.
+        let f = Forwarded::new(
+            &client,
+            facts("/a\r\nx: y", false),
+            HeaderValue::from_static("up"),
+        );
+        assert!(Forwarded::replaces(f.replaced(), &X_FORWARDED_PATH));
         let mut out = Vec::new();
         f.write_to(&mut out);
-        assert!(!String::from_utf8_lossy(&out).contains("x: y"));
+        let out = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            !out.contains("x: y") && !out.contains("x-forwarded-path"),
+            "{out}"
+        );
+        let mut applied = client.clone();
+        f.apply(&mut applied);
+        assert!(!applied.contains_key("x-forwarded-path"));
+        // A trusted peer's X-Forwarded-Path passes; its X-Forwarded-For
+        // is still appended to.
+        let f = Forwarded::new(&client, facts("/a", true), HeaderValue::from_static("up"));
+        assert!(!Forwarded::replaces(f.replaced(), &X_FORWARDED_PATH));
+        let mut applied = client.clone();
+        f.apply(&mut applied);
+        assert_eq!(applied["x-forwarded-path"], "/spoofed");
+        assert_eq!(applied["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
     }
 
     #[test]

@@ -261,6 +261,7 @@ pub async fn handle(
             host: host_value.as_ref(),
             path: &path,
             prefix,
+            trusted_peer: shared.settings.trusted_ips.contains(conn.remote.ip()),
         },
         upstream_host,
     );

@@ -149,8 +149,12 @@ pub(crate) struct Peer {
     pub(crate) messages_sent: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
-    /// The limiter's `take_seq` when this peer was last heard from.
-    pub(crate) heard_seq: AtomicU64,
+    /// The `seq` of the last message merged from this peer: what this node
+    /// acknowledges to it.
+    pub(crate) received_seq: AtomicU64,
+    /// The last of this node's rounds this peer acknowledged (from its
+    /// latest message: a restarted peer acknowledges nothing yet).
+    pub(crate) acked_seq: AtomicU64,
     /// Set when this peer was added, so a new peer gets one staleness
     /// period of grace before it counts as silent.
     added_ms: u64,
@@ -262,16 +266,40 @@ impl PeriodCounts {
     }
 }
 
+/// Unacknowledged gossip rounds remembered per key (20 rounds: a second).
+const MAX_UNACKED_ROUNDS: usize = 20;
+
+/// What a gossip take needs from the limiter: its round number, and the
+/// last round every peer has acknowledged.
+pub(crate) struct Round {
+    pub(crate) seq: u64,
+    pub(crate) acked: u64,
+    acks: Vec<(u64, u64)>,
+}
+
+impl Round {
+    pub(crate) fn message(
+        self,
+        from: u64,
+        entries: Vec<super::gossip::GossipEntry>,
+    ) -> super::gossip::GossipMessage {
+        super::gossip::GossipMessage {
+            from,
+            seq: self.seq,
+            acks: self.acks,
+            entries,
+        }
+    }
+}
+
 pub(crate) struct Entry {
     pub(crate) periods: Vec<PeriodCounts>,
-    /// Requests admitted here since the last `take_changes`.
+    /// Requests admitted here since the last gossip take.
     pub(crate) unsent: u64,
-    /// Requests handed to the latest gossip take (`in_flight_seq`), still
-    /// counted as unpublished until every live peer has been heard from
-    /// since that take: until then this node's view lacks the peers'
-    /// matching updates, and must keep to the budget of the previous round.
-    pub(crate) in_flight: u64,
-    pub(crate) in_flight_seq: u64,
+    /// `(round, requests)`: admissions handed to gossip rounds that not
+    /// every peer has acknowledged yet, oldest first. They count as
+    /// unpublished until then: the peers decide without them.
+    pub(crate) unacked: VecDeque<(u64, u64)>,
     pub(crate) last_active_ms: u64,
     /// Already listed in its shard's `dirty`.
     pub(crate) dirty: bool,
@@ -282,11 +310,41 @@ impl Entry {
         Entry {
             periods: Vec::new(),
             unsent: 0,
-            in_flight: 0,
-            in_flight_seq: 0,
+            unacked: VecDeque::new(),
             last_active_ms: now_ms,
             dirty: false,
         }
+    }
+
+    /// Hands this entry's unsent admissions to gossip round `seq`, and
+    /// forgets the rounds every peer has acknowledged (`acked`).
+    pub(crate) fn start_round(&mut self, seq: u64, acked: u64) {
+        while self.unacked.front().is_some_and(|(s, _)| *s <= acked) {
+            self.unacked.pop_front();
+        }
+        if self.unsent > 0 {
+            self.unacked.push_back((seq, self.unsent));
+            self.unsent = 0;
+        }
+        // A peer that stays silent acknowledges nothing: fold the oldest
+        // rounds into the next one (counted as unacknowledged for longer,
+        // which is the safe side) rather than grow.
+        if self.unacked.len() > MAX_UNACKED_ROUNDS {
+            if let Some((_, n)) = self.unacked.pop_front() {
+                if let Some(next) = self.unacked.front_mut() {
+                    next.1 = next.1.saturating_add(n);
+                }
+            }
+        }
+    }
+
+    /// Admissions the peers may not know of: unsent, or in a round not
+    /// every live peer has acknowledged (`acked`).
+    fn unpublished(&self, acked: u64) -> u64 {
+        self.unacked
+            .iter()
+            .filter(|(s, _)| *s > acked)
+            .fold(self.unsent, |sum, (_, n)| sum.saturating_add(*n))
     }
 
     fn period_mut(&mut self, period: Period) -> &mut PeriodCounts {
@@ -404,7 +462,8 @@ impl RateLimiter {
                         messages_sent: AtomicU64::new(0),
                         send_errors: AtomicU64::new(0),
                         bytes_received: AtomicU64::new(0),
-                        heard_seq: AtomicU64::new(0),
+                        received_seq: AtomicU64::new(0),
+                        acked_seq: AtomicU64::new(0),
                         added_ms: now_ms,
                     }));
                 }
@@ -443,9 +502,9 @@ impl RateLimiter {
     ///
     /// Cluster policy, per period, with `total` the window estimate of all
     /// nodes' counts as known here, `unsent` this node's admissions for the
-    /// key since its last gossip (and, until every live peer has been
-    /// heard from since that gossip, the round before it), `published =
-    /// total − unsent` (what every node knows), and `N` the cluster size:
+    /// key since its last gossip round, and in rounds not every live peer
+    /// has acknowledged yet, `published = total − unsent` (what every node
+    /// knows), and `N` the cluster size:
     /// 1. deny if `total + 1 > limit`;
     /// 2. while a peer is silent (and not `fail_open`): deny if this node's
     ///    own window count `+ 1 > limit / N`;
@@ -465,10 +524,7 @@ impl RateLimiter {
         let partitioned =
             cluster && !opts.fail_open && peers.iter().any(|p| self.peer_silent(p, now_ms));
         let nf = n as f64;
-        let take_seq = self.take_seq.load(Ordering::Relaxed);
-        let synced = peers.iter().all(|p| {
-            p.heard_seq.load(Ordering::Relaxed) >= take_seq || self.peer_silent(p, now_ms)
-        });
+        let acked = self.acked_by_live_peers(&peers, now_ms);
 
         let mut shard = lock(self.shard_of(key));
         if !shard.map.contains_key(key) {
@@ -484,11 +540,7 @@ impl RateLimiter {
             };
         };
         entry.last_active_ms = entry.last_active_ms.max(now_ms);
-        let mut unsent = entry.unsent;
-        if !synced && entry.in_flight_seq == take_seq {
-            unsent = unsent.saturating_add(entry.in_flight);
-        }
-        let unsent = unsent as f64;
+        let unsent = entry.unpublished(acked) as f64;
 
         struct Seen {
             period: Period,
@@ -608,6 +660,28 @@ impl RateLimiter {
         }
     }
 
+    /// The last of this node's gossip rounds that every live peer has
+    /// acknowledged (silent peers are not waited for).
+    fn acked_by_live_peers(&self, peers: &[Arc<Peer>], now_ms: u64) -> u64 {
+        peers
+            .iter()
+            .filter(|p| !self.peer_silent(p, now_ms))
+            .map(|p| p.acked_seq.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// This node's admissions for `key` that some live peer may not know
+    /// of, as the share rule counts them.
+    #[cfg(test)]
+    pub(crate) fn unpublished(&self, key: &str, now_ms: u64) -> u64 {
+        let acked = self.acked_by_live_peers(&self.peers.load(), now_ms);
+        lock(self.shard_of(key))
+            .map
+            .get(key)
+            .map_or(0, |e| e.unpublished(acked))
+    }
+
     /// Frees a slot in a full shard: drops idle keys first, then the least
     /// recently active eighth of the shard.
     fn make_room(&self, shard: &mut Shard, now_ms: u64) {
@@ -657,10 +731,7 @@ impl RateLimiter {
         entry.last_active_ms = entry.last_active_ms.max(now_ms);
         for (period, (idx, first, count)) in buckets {
             if window::expired(period, idx, now_ms)
-                || idx
-                    > period
-                        .bucket_of(now_ms)
-                        .saturating_add(window::BUCKETS_PER_PERIOD)
+                || idx > period.bucket_of(now_ms).saturating_add(period.buckets())
             {
                 continue;
             }
@@ -672,9 +743,46 @@ impl RateLimiter {
     pub(crate) fn note_heard(&self, from: u64, bytes: usize, now_ms: u64) {
         if let Some(p) = self.peers.load().iter().find(|p| p.id == from) {
             p.last_heard_ms.fetch_max(now_ms, Ordering::Relaxed);
-            p.heard_seq
-                .fetch_max(self.take_seq.load(Ordering::Relaxed), Ordering::Relaxed);
             p.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a peer's round: what to acknowledge to it, and what it
+    /// acknowledges of ours. The latest message wins, not the highest
+    /// number: a message overtaken by an older one only makes both sides
+    /// more careful for a round, and a restarted peer (numbering from 1
+    /// again) is believed at once.
+    pub(crate) fn note_round(&self, from: u64, seq: u64, acks: &[(u64, u64)], now_ms: u64) {
+        if let Some(p) = self.peers.load().iter().find(|p| p.id == from) {
+            p.last_heard_ms.fetch_max(now_ms, Ordering::Relaxed);
+            p.received_seq.store(seq, Ordering::Relaxed);
+            let ours = acks
+                .iter()
+                .find(|(node, _)| *node == self.config.node_id)
+                .map_or(0, |(_, s)| *s);
+            p.acked_seq.store(ours, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts a gossip round: its number, the last round every peer has
+    /// acknowledged, and the acknowledgements to send.
+    pub(crate) fn begin_round(&self) -> Round {
+        let seq = self
+            .take_seq
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        let peers = self.peers.load();
+        Round {
+            seq,
+            acked: peers
+                .iter()
+                .map(|p| p.acked_seq.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(u64::MAX),
+            acks: peers
+                .iter()
+                .map(|p| (p.id, p.received_seq.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 
@@ -745,7 +853,7 @@ fn oldest_leaves_in(e: &Entry, period: Period, cluster: bool, now_ms: u64) -> u6
         return 0;
     };
     let gone_at = oldest
-        .saturating_add(window::BUCKETS_PER_PERIOD + 1)
+        .saturating_add(period.buckets() + 1)
         .saturating_mul(period.bucket_millis());
     gone_at.saturating_sub(now_ms)
 }

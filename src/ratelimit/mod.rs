@@ -11,12 +11,12 @@
 //! # Algorithm
 //!
 //! **Windows.** Each period (second, minute, hour, day, month = 30 days,
-//! year = 365 days) is cut into 10 buckets aligned on the Unix epoch (100 ms
-//! for a second, 6 s for a minute). The count of the sliding window is the
-//! sum of the current bucket and the nine before it, plus the bucket
-//! sliding out weighted by the part of it still inside the window (its
-//! requests taken as spread evenly from its first request to its end). See
-//! [`window`].
+//! year = 365 days) is cut into buckets aligned on the Unix epoch: 50 of
+//! 20 ms for a second, 10 for the others (6 s for a minute). The count of
+//! the sliding window is the sum of the buckets inside the period, plus the
+//! bucket sliding out weighted by the part of it still inside the window
+//! (its requests taken as spread evenly from its first request to its
+//! end). See [`window`] for why a second needs finer buckets.
 //!
 //! **Counters.** Per key, period and bucket, a node keeps its own count and,
 //! per peer, the last count that peer reported. Counts are absolute, so
@@ -27,14 +27,16 @@
 //! (multiples of the interval since the epoch), each node sends every peer
 //! the buckets it changed since its last send, and every 20th round all its
 //! live buckets (so counts lost in transit come back within a second). An
-//! empty message still goes out: it is the heartbeat. No request waits on
-//! the network.
+//! empty message still goes out: it is the heartbeat. Rounds are numbered,
+//! and each message acknowledges the last round merged from each peer. No
+//! request waits on the network.
 //!
 //! **Decision** (policy `cluster`), per period, where `total` is the window
-//! count of all nodes as known here, `unsent` this node's admissions since
-//! its last send (plus those of the previous send until every live peer has
-//! been heard from since it), `P = total − unsent` the count every node
-//! knows, `own` this node's part of `P`, and `N` the number of nodes:
+//! count of all nodes as known here, `unsent` this node's admissions that
+//! some live peer may not know of (since its last send, or in a round not
+//! every live peer has acknowledged yet), `P = total − unsent` the count
+//! every node knows, `own` this node's part of `P`, and `N` the number of
+//! nodes:
 //!
 //! 1. deny when `total + 1 > limit`;
 //! 2. deny when `unsent ≥ (limit − P) × (own + 1) / (P + N)`.
@@ -62,18 +64,18 @@
 //!
 //! Over-admission has three sources: the one request per node that crosses
 //! its share (≤ N per window, and only while the limit is being hit),
-//! counts still in flight beyond the gossip round (bounded by what arrives
-//! during the delivery delay and clock skew, a few ms), and the bucket
-//! weighting, which assumes even spread inside the bucket sliding out.
-//! Deterministic simulations (`tests.rs`: 3 nodes, 50 ms rounds, 1 ms
+//! counts in flight (bounded by the acknowledgements: a round counts as
+//! unpublished until every live peer has said it merged it), and the
+//! bucket weighting, which assumes even spread inside the bucket sliding
+//! out. Deterministic simulations (`tests.rs`: 3 nodes, 50 ms rounds, 1 ms
 //! delivery, 1 ms skew; per-second and per-minute limits of 100 and 1000;
 //! offered 0.9, 1.2, 2 and 10 × the limit, round robin and 80/10/10) admit
 //! at most `limit × 1.02 + 3` in every load-generator window, and refuse
-//! nothing at 0.9 × the limit. Counted over *any* span of one period
-//! rather than the generator's windows, the worst case seen is 5.9 % over
-//! (1059 for 1000/s at 10 × the limit, skewed), which is the bucket
-//! weighting. With 5 ms delivery and 3 ms skew the worst window is 1.7 %
-//! over.
+//! nothing at 0.9 × the limit. Counted over *any* span of one second, with
+//! rounds starting up to 10 ms late and messages overtaking each other,
+//! also at most `limit × 1.02 + 3`; with 20 ms of such noise at most 2.4 %
+//! over, and a few requests at 0.9 × the limit refused. With 5 ms delivery
+//! and 3 ms skew, any span at most 0.2 % over.
 //!
 //! # Partitions
 //!
@@ -119,7 +121,9 @@
 //!
 //! Every `now_ms` is wall-clock milliseconds since the epoch ([`now_ms`]):
 //! bucket numbers are compared across nodes, so clocks must agree to well
-//! within a bucket (100 ms for per-second limits); NTP on a LAN does.
+//! within a bucket (20 ms for per-second limits); NTP on a LAN does. A
+//! node whose clock is a few ms off shifts its second's counts by part of
+//! a bucket, which the weighting absorbs.
 //! Nothing here reads the clock except [`now_ms`] and [`run_gossip`], so
 //! tests drive time explicitly.
 //!

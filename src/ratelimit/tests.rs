@@ -1,7 +1,7 @@
 //! Deterministic tests of the counters, the share rule and gossip: every
 //! clock is an explicit `now_ms`, gossip is delivered by the test loop.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
@@ -63,6 +63,26 @@ struct Scenario {
     gossip_ms: u64,
     delay_ms: u64,
     skew_ms: u64,
+    /// Scheduling noise, as on a busy machine: each node's gossip round
+    /// starts up to this many ms late, and each message takes up to this
+    /// many ms longer than `delay_ms` (so messages can overtake each other).
+    jitter_ms: u64,
+}
+
+/// A small deterministic pseudo-random sequence (xorshift), for jitter.
+struct Noise(u64);
+
+impl Noise {
+    fn upto(&mut self, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        if max == 0 {
+            0
+        } else {
+            self.0 % (max + 1)
+        }
+    }
 }
 
 fn simulate(sc: &Scenario) -> SimResult {
@@ -76,7 +96,9 @@ fn simulate(sc: &Scenario) -> SimResult {
         gossip_ms,
         delay_ms,
         skew_ms,
+        jitter_ms,
     } = *sc;
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
     let nodes = cluster(3, start);
     let p = period.millis();
     let end = start + windows * p;
@@ -84,25 +106,41 @@ fn simulate(sc: &Scenario) -> SimResult {
     let mut k: u64 = 0;
     let mut admitted_at: Vec<u64> = Vec::new();
     let mut rejected = 0;
-    let mut in_flight: VecDeque<(u64, usize, Bytes)> = VecDeque::new();
+    let mut in_flight: Vec<(u64, usize, Bytes)> = Vec::new();
+    // Node i's rounds are on the grid shifted by its skew, each late by
+    // up to `jitter_ms`.
+    let mut next_round: Vec<u64> = (0..nodes.len() as u64)
+        .map(|i| {
+            let first = (start / gossip_ms + 1) * gossip_ms + i * skew_ms;
+            first + noise.upto(jitter_ms)
+        })
+        .collect();
     for t in start..end {
-        while in_flight.front().is_some_and(|(due, _, _)| *due <= t) {
-            if let Some((_, to, bytes)) = in_flight.pop_front() {
-                if let Some(node) = nodes.get(to) {
-                    assert!(node.receive(&bytes, t).is_ok());
-                }
+        let mut due = Vec::new();
+        in_flight.retain(|m| {
+            if m.0 <= t {
+                due.push(m.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for (_, to, bytes) in due {
+            if let Some(node) = nodes.get(to) {
+                assert!(node.receive(&bytes, t).is_ok());
             }
         }
         for (i, node) in nodes.iter().enumerate() {
-            if t.saturating_sub(i as u64 * skew_ms)
-                .is_multiple_of(gossip_ms)
-            {
+            if t >= next_round[i] {
                 let bytes = encode(&node.take_changes());
                 for to in 0..nodes.len() {
                     if to != i {
-                        in_flight.push_back((t + delay_ms, to, bytes.clone()));
+                        let delay = delay_ms + noise.upto(jitter_ms);
+                        in_flight.push((t + delay, to, bytes.clone()));
                     }
                 }
+                let grid = ((t - i as u64 * skew_ms) / gossip_ms + 1) * gossip_ms;
+                next_round[i] = grid + i as u64 * skew_ms + noise.upto(jitter_ms);
             }
         }
         // Requests due by the end of this millisecond.
@@ -166,6 +204,7 @@ fn share_rule_keeps_cluster_within_bound() {
                         gossip_ms: 50,
                         delay_ms: 1,
                         skew_ms: 1,
+                        jitter_ms: 0,
                     });
                     let worst = r.per_window.iter().copied().max().unwrap_or(0);
                     report.push_str(&format!(
@@ -320,8 +359,8 @@ fn most_restrictive_period_and_retry_after() {
     assert_eq!(d2.periods[1].remaining, 8);
     let d3 = rl.check("k", &limits, T0 + 20);
     assert!(!d3.allowed);
-    // Exactly 0.98 s; the bucket approximation says 1.03 s.
-    assert_eq!(d3.retry_after_secs, Some(2));
+    // Exactly 0.98 s; the bucket approximation says 0.99 s.
+    assert_eq!(d3.retry_after_secs, Some(1));
     // The minute was not charged for the denied request.
     let d4 = rl.check("k", &limits, T0 + 1_100);
     assert!(d4.allowed);
@@ -379,9 +418,9 @@ fn idle_keys_expire_and_the_cap_holds() {
     let rl = limiter(1);
     rl.check("short", &[(Period::Second, 5)], T0);
     rl.check("long", &[(Period::Second, 5), (Period::Minute, 50)], T0);
-    rl.sweep(T0 + 1_100);
+    rl.sweep(T0 + 1_020);
     assert_eq!(rl.key_count(), 2);
-    rl.sweep(T0 + 1_101);
+    rl.sweep(T0 + 1_021);
     assert_eq!(rl.key_count(), 1);
     rl.sweep(T0 + 66_000);
     assert_eq!(rl.key_count(), 1);
@@ -486,6 +525,8 @@ fn wire_format_round_trips_and_rejects_garbage() {
     // Unknown period codes and absurd buckets are skipped, not trusted.
     let bogus = GossipMessage {
         from: 2,
+        seq: 1,
+        acks: vec![(1, u64::MAX)],
         entries: vec![GossipEntry {
             key: "k".into(),
             buckets: vec![
@@ -615,32 +656,82 @@ fn gossip_size_for_ten_thousand_keys() {
 }
 
 #[test]
-fn slower_network_stays_within_five_percent() {
-    // 5 ms delivery and 3 ms of clock skew between nodes, well beyond
-    // loopback: the 2% + 3 goal may slip, the 5% ceiling must hold.
+fn a_round_stays_unpublished_until_every_live_peer_acknowledges_it() {
+    let nodes = cluster(3, T0);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let limits = [(Period::Minute, 1_000)];
+    for _ in 0..5 {
+        assert!(a.check("k", &limits, T0).allowed);
+    }
+    assert_eq!(a.unpublished("k", T0), 5);
+    // b and c send a round before a's reaches them …
+    let (b1, c1) = (encode(&b.take_changes()), encode(&c.take_changes()));
+    let a1 = encode(&a.take_changes());
+    assert_eq!(a.unpublished("k", T0), 5);
+    // … and those arrive after a's round went out: not an acknowledgement.
+    a.receive(&b1, T0 + 1).expect("b1");
+    a.receive(&c1, T0 + 1).expect("c1");
+    assert_eq!(a.unpublished("k", T0 + 1), 5);
+    // b merges a's round and says so; c has not yet.
+    b.receive(&a1, T0 + 2).expect("a1 at b");
+    a.receive(&encode(&b.take_changes()), T0 + 3).expect("b2");
+    assert_eq!(a.unpublished("k", T0 + 3), 5);
+    c.receive(&a1, T0 + 4).expect("a1 at c");
+    a.receive(&encode(&c.take_changes()), T0 + 5).expect("c2");
+    assert_eq!(a.unpublished("k", T0 + 5), 0);
+    // A new admission is unpublished again; a peer gone silent (nothing
+    // heard for over a second) is not waited for, the other still is.
+    assert!(a.check("k", &limits, T0 + 6).allowed);
+    let a2 = encode(&a.take_changes());
+    b.receive(&a2, T0 + 1_500).expect("a2 at b");
+    a.receive(&encode(&b.take_changes()), T0 + 1_500)
+        .expect("b3");
+    assert_eq!(a.unpublished("k", T0 + 1_500), 0);
+    assert_eq!(a.unpublished("k", T0 + 900), 1, "c not yet silent");
+}
+
+/// A slower network (5 ms delivery, 3 ms of clock skew between nodes), and
+/// gossip rounds that start a few ms late with messages that overtake each
+/// other, as on a busy machine. Counted over *any* span of one second: at
+/// most 2 % + 3 over the limit with up to 10 ms of noise, never 5 % over;
+/// nothing refused at 0.9 × the limit with up to 10 ms. (With 100 ms
+/// buckets and "heard from since my round" taken as proof that a peer had
+/// this node's counts, 2 ms of noise gave 7–11 % over; with
+/// acknowledgements but 100 ms buckets, up to 7 %.) At 20 ms of noise a
+/// round can stay unacknowledged for 150 ms and a few requests at 0.9 × the
+/// limit are refused: the share rule errs on the safe side.
+#[test]
+fn slow_or_noisy_networks_stay_within_the_goal_over_any_span() {
     let mut report = String::new();
-    for limit in [100u64, 1_000] {
-        for spread in [Spread::RoundRobin, Spread::Skewed] {
-            for factor in [0.9, 1.2, 2.0, 10.0] {
-                let r = simulate(&Scenario {
-                    period: Period::Second,
-                    limit,
-                    factor,
-                    spread,
-                    windows: 6,
-                    start: T0 + 30,
-                    gossip_ms: 50,
-                    delay_ms: 5,
-                    skew_ms: 3,
-                });
-                let worst = r.per_window.iter().copied().max().unwrap_or(0);
-                report.push_str(&format!(
-                    "L={limit} {spread:?} {factor}L: max/window {worst} sliding {} rejected {}\n",
-                    r.max_sliding, r.rejected
-                ));
-                assert!(worst as f64 <= limit as f64 * 1.05 + 3.0, "{report}");
-                if factor <= 0.9 {
-                    assert_eq!(r.rejected, 0, "{report}");
+    for (delay_ms, skew_ms, jitter_ms) in [(5u64, 3u64, 0u64), (1, 0, 2), (1, 0, 5), (1, 0, 20)] {
+        for limit in [100u64, 1_000] {
+            for spread in [Spread::RoundRobin, Spread::Skewed] {
+                for factor in [0.9, 1.2, 10.0] {
+                    let r = simulate(&Scenario {
+                        period: Period::Second,
+                        limit,
+                        factor,
+                        spread,
+                        windows: 6,
+                        start: T0 + 30,
+                        gossip_ms: 50,
+                        delay_ms,
+                        skew_ms,
+                        jitter_ms,
+                    });
+                    report.push_str(&format!(
+                        "delay {delay_ms} skew {skew_ms} jitter {jitter_ms} ms L={limit} {spread:?} {factor}L: any span {} rejected {}\n",
+                        r.max_sliding, r.rejected
+                    ));
+                    let l = limit as f64;
+                    let most = r.max_sliding as f64;
+                    assert!(most <= l * 1.05, "{report}");
+                    if jitter_ms <= 10 {
+                        assert!(most <= bound(limit), "{report}");
+                        if factor <= 0.9 {
+                            assert_eq!(r.rejected, 0, "{report}");
+                        }
+                    }
                 }
             }
         }

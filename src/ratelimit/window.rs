@@ -1,29 +1,32 @@
 //! Sliding windows made of buckets: the pure arithmetic, no clock reads.
 //!
-//! A period `P` (second … year) is cut into [`BUCKETS_PER_PERIOD`] buckets
-//! of `P / 10` each. Bucket `i` covers `[i·b, (i+1)·b)` milliseconds since
+//! A period `P` (second … year) is cut into [`Period::buckets`] buckets of
+//! equal length `b`. Bucket `i` covers `[i·b, (i+1)·b)` milliseconds since
 //! the Unix epoch, so every node agrees on bucket boundaries without
 //! talking (given clocks synchronised well within a bucket).
 //!
 //! The count of the sliding window `(now − P, now]` is estimated from the
-//! buckets: the current bucket and the nine before it count in full, and the
-//! bucket before those (the one sliding out) counts by the fraction of it
-//! still inside the window, as if its requests were spread evenly over it.
-//! This is the "previous window" weighting applied per bucket, so the
-//! weighting error is at most one bucket's worth (a tenth of the period)
+//! buckets: the current bucket and the ones before it inside the period
+//! count in full, and the bucket sliding out counts by the fraction of it
+//! still inside the window, as if its requests were spread evenly from its
+//! first request to its end. This is the "previous window" weighting
+//! applied per bucket, so the weighting error is at most one bucket's worth
 //! instead of a whole period.
 //!
-//! Why ten: ten buckets keep the weighting error to a tenth of the period's
-//! traffic in the worst (bursty) case, and nothing for even traffic; they
-//! keep memory to at most eleven small counters per key, period and node;
-//! and a second's buckets (100 ms) stay wider than the gossip interval
-//! (50 ms) and than ordinary clock skew, so a request is rarely counted in
-//! a different bucket by different nodes.
+//! How many: ten buckets for a minute and longer, fifty (20 ms each) for a
+//! second. Admissions near a limit come in small clumps, one each time
+//! gossip brings news of room, every 50 ms; a bucket holding several
+//! rounds' clumps is far from evenly spread, and when the clumps sit late
+//! in it the estimate lets its requests leave the window early. With 100 ms
+//! buckets that let a per-second limit run 6–11 % over in some one-second
+//! spans at 10 × the limit (simulated with a few ms of scheduling noise,
+//! `tests.rs`, and measured on a loopback cluster); with 20 ms buckets,
+//! one round's clump at most, the worst span stays within 2.5 %. A minute's
+//! 6 s bucket holds 120 rounds, whose clumps even out. Memory stays at most
+//! `buckets + 1` small counters per key, period and node, and a second's
+//! counters live for a second.
 
 use serde::{Deserialize, Serialize};
-
-/// Buckets per period. See the module docs for the choice.
-pub const BUCKETS_PER_PERIOD: u64 = 10;
 
 /// Kong's periods. A month is 30 days and a year 365 days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,9 +62,18 @@ impl Period {
         }
     }
 
+    /// Buckets per period: 50 for a second, 10 for the others (see the
+    /// module docs for the choice).
+    pub const fn buckets(self) -> u64 {
+        match self {
+            Period::Second => 50,
+            _ => 10,
+        }
+    }
+
     /// Length of one bucket in milliseconds.
     pub const fn bucket_millis(self) -> u64 {
-        self.millis() / BUCKETS_PER_PERIOD
+        self.millis() / self.buckets()
     }
 
     /// The bucket holding `now_ms`.
@@ -144,7 +156,7 @@ pub fn limits_from_config(config: &serde_json::Value) -> Vec<(Period, u64)> {
 pub type Cell = (u64, u32, u64);
 
 /// How much a bucket counts towards the window ending at `now_ms`: 1 for
-/// the current bucket and the nine before, 0 for anything older or in the
+/// the current bucket and the others inside the period, 0 for anything older or in the
 /// future, and for the bucket sliding out the fraction of its requests
 /// still inside the window, taking them as spread evenly from its first
 /// request (`first_ms` into the bucket) to its end. Starting from the first
@@ -160,10 +172,11 @@ pub fn weight(period: Period, bucket: u64, first_ms: u32, now_ms: u64) -> f64 {
         return 0.0;
     }
     let age = current - bucket;
-    if age < BUCKETS_PER_PERIOD {
+    let n = period.buckets();
+    if age < n {
         return 1.0;
     }
-    if age > BUCKETS_PER_PERIOD {
+    if age > n {
         return 0.0;
     }
     let start = bucket.saturating_mul(b);
@@ -182,7 +195,7 @@ pub fn weight(period: Period, bucket: u64, first_ms: u32, now_ms: u64) -> f64 {
 /// True when a bucket can no longer count towards any window from `now_ms`
 /// on.
 pub fn expired(period: Period, bucket: u64, now_ms: u64) -> bool {
-    period.bucket_of(now_ms) > bucket.saturating_add(BUCKETS_PER_PERIOD)
+    period.bucket_of(now_ms) > bucket.saturating_add(period.buckets())
 }
 
 /// Offset of `now_ms` from the start of its bucket, for [`Cell`]s.
@@ -196,10 +209,22 @@ pub fn estimate<I>(period: Period, cells: I, now_ms: u64) -> f64
 where
     I: IntoIterator<Item = Cell>,
 {
-    cells
-        .into_iter()
-        .map(|(bucket, first, count)| weight(period, bucket, first, now_ms) * count as f64)
-        .sum()
+    // Buckets wholly inside the window are summed as integers; only the
+    // one sliding out needs the fraction.
+    let current = period.bucket_of(now_ms);
+    let inside = period.buckets();
+    let mut whole: u64 = 0;
+    let mut part = 0.0;
+    for (bucket, first, count) in cells {
+        match current.checked_sub(bucket) {
+            Some(age) if age < inside => whole = whole.saturating_add(count),
+            Some(age) if age == inside => {
+                part += weight(period, bucket, first, now_ms) * count as f64;
+            }
+            _ => {}
+        }
+    }
+    whole as f64 + part
 }
 
 /// Milliseconds from `now_ms` until the estimate of the given cells has
@@ -221,7 +246,7 @@ pub fn millis_until_at_most(
     // boundary where it is low enough, then bisect the step before it.
     let mut lo = now_ms;
     let mut boundary = (now_ms / b).saturating_add(1).saturating_mul(b);
-    for _ in 0..=BUCKETS_PER_PERIOD + 1 {
+    for _ in 0..=period.buckets() + 1 {
         if at(boundary) <= target {
             let mut hi = boundary;
             while hi - lo > 1 {
@@ -246,14 +271,14 @@ mod tests {
 
     #[test]
     fn bucket_sizes() {
-        assert_eq!(Period::Second.bucket_millis(), 100);
+        assert_eq!(Period::Second.bucket_millis(), 20);
         assert_eq!(Period::Minute.bucket_millis(), 6_000);
         assert_eq!(Period::Month.millis(), 2_592_000_000);
         assert_eq!(Period::Year.bucket_millis(), 3_153_600_000);
         for p in Period::ALL {
             assert_eq!(Period::from_code(p.code()), Some(p));
             assert_eq!(Period::from_name(p.name()), Some(p));
-            assert_eq!(p.millis() % BUCKETS_PER_PERIOD, 0);
+            assert_eq!(p.millis() % p.buckets(), 0);
         }
         assert_eq!(Period::from_code(6), None);
     }
@@ -272,26 +297,30 @@ mod tests {
     #[test]
     fn weights_slide_out_linearly() {
         let p = Period::Second;
-        // now = 2_050: current bucket 20, bucket 10 slides out, half gone.
-        assert_eq!(weight(p, 20, 0, 2_050), 1.0);
-        assert_eq!(weight(p, 11, 0, 2_050), 1.0);
-        assert!((weight(p, 10, 0, 2_050) - 0.5).abs() < 1e-9);
-        assert_eq!(weight(p, 9, 0, 2_050), 0.0);
-        assert_eq!(weight(p, 21, 0, 2_050), 0.0);
+        // 20 ms buckets. now = 2_010: current bucket 100, buckets 51..=100
+        // count in full, bucket 50 ([1_000, 1_020)) slides out, half gone.
+        assert_eq!(weight(p, 100, 0, 2_010), 1.0);
+        assert_eq!(weight(p, 51, 0, 2_010), 1.0);
+        assert!((weight(p, 50, 0, 2_010) - 0.5).abs() < 1e-9);
+        assert_eq!(weight(p, 49, 0, 2_010), 0.0);
+        assert_eq!(weight(p, 101, 0, 2_010), 0.0);
         // At a boundary the sliding-out bucket still counts in full …
-        assert_eq!(weight(p, 10, 0, 2_000), 1.0);
+        assert_eq!(weight(p, 50, 0, 2_000), 1.0);
         // … and just before the next one it has almost gone.
-        assert!((weight(p, 10, 0, 2_099) - 0.01).abs() < 1e-9);
-        assert_eq!(weight(p, 10, 0, 2_100), 0.0);
-        // A bucket whose first request came 60 ms in: nothing leaves before
-        // 2_060, then the 40 ms left are spread over.
-        assert_eq!(weight(p, 10, 60, 2_050), 1.0);
-        assert_eq!(weight(p, 10, 60, 2_060), 1.0);
-        assert!((weight(p, 10, 60, 2_070) - 0.75).abs() < 1e-9);
-        assert!((weight(p, 10, 60, 2_090) - 0.25).abs() < 1e-9);
+        assert!((weight(p, 50, 0, 2_019) - 0.05).abs() < 1e-9);
+        assert_eq!(weight(p, 50, 0, 2_020), 0.0);
+        // A bucket whose first request came 12 ms in: nothing leaves before
+        // 2_012, then the 8 ms left are spread over.
+        assert_eq!(weight(p, 50, 12, 2_010), 1.0);
+        assert_eq!(weight(p, 50, 12, 2_012), 1.0);
+        assert!((weight(p, 50, 12, 2_014) - 0.75).abs() < 1e-9);
+        assert!((weight(p, 50, 12, 2_018) - 0.25).abs() < 1e-9);
         // Offsets past the bucket's end are clamped, not trusted.
-        assert!(weight(p, 10, u32::MAX, 2_099) <= 1.0);
-        assert_eq!(offset_in_bucket(p, 2_061), 61);
+        assert!(weight(p, 50, u32::MAX, 2_019) <= 1.0);
+        assert_eq!(offset_in_bucket(p, 2_013), 13);
+        // A minute's 6 s buckets: bucket 0 half gone at 63 s.
+        assert!((weight(Period::Minute, 0, 0, 63_000) - 0.5).abs() < 1e-9);
+        assert_eq!(weight(Period::Minute, 1, 0, 63_000), 1.0);
     }
 
     #[test]
@@ -307,22 +336,23 @@ mod tests {
             // Requests in (now - 1000, now]: 100, ±1 at the edges.
             assert!((est - 100.0).abs() <= 1.0, "now={now} est={est}");
         }
-        assert!(expired(p, 5, 1_600));
-        assert!(!expired(p, 5, 1_599));
+        // Bucket 5 is [100, 120): counted until 1_120.
+        assert!(expired(p, 5, 1_120));
+        assert!(!expired(p, 5, 1_119));
     }
 
     #[test]
     fn time_until_room() {
         let p = Period::Second;
         // 10 requests in bucket 0, now = 500: they count fully until 1_000,
-        // then slide out over [1_000, 1_100).
+        // then slide out over [1_000, 1_020).
         let c = [(0u64, 0u32, 10u64)];
         assert_eq!(millis_until_at_most(p, &c, 500, 10.0), Some(0));
-        assert_eq!(millis_until_at_most(p, &c, 500, 9.0), Some(510));
-        assert_eq!(millis_until_at_most(p, &c, 500, 0.0), Some(600));
-        // First request 50 ms in: nothing leaves before 1_050.
-        let c = [(0u64, 50u32, 10u64)];
-        assert_eq!(millis_until_at_most(p, &c, 500, 9.0), Some(555));
+        assert_eq!(millis_until_at_most(p, &c, 500, 9.0), Some(502));
+        assert_eq!(millis_until_at_most(p, &c, 500, 0.0), Some(520));
+        // First request 10 ms in: nothing leaves before 1_010.
+        let c = [(0u64, 10u32, 10u64)];
+        assert_eq!(millis_until_at_most(p, &c, 500, 9.0), Some(511));
         // Nothing stored: no wait.
         assert_eq!(millis_until_at_most(p, &[], 500, 0.0), Some(0));
         // Extreme clocks do not panic.
