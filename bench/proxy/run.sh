@@ -3,8 +3,12 @@
 #   direct    the upstream alone        (nginx answering a small static body)
 #   nginx     nginx as a reverse proxy  (upstream keepalive pool)
 #   raftgate  one route, no plugins     (the proxy_one_route example)
+#   nginx-kh  nginx doing the header work Kong (and raftgate) does on every
+#             request: X-Forwarded-For/-Proto/-Host/-Port/-Path, X-Real-IP
+#             upstream; Via and the X-Kong latency headers downstream. For
+#             information: the goal is judged against plain `nginx`.
 # Each measured run is repeated ROUNDS times, interleaved (nginx, raftgate,
-# direct, then again), and the median round is reported, so that a noisy
+# direct, nginx-kh, then again), and the median round is reported, so that a noisy
 # neighbour on a shared machine hits all three alike.
 #
 # Per target: requests/s, p50 and p99 latency (wrk), CPU per request (user
@@ -29,6 +33,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
 NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-18081}
+NGINX_KH_PORT=${NGINX_KH_PORT:-18082}
 RAFTGATE_PORT=${RAFTGATE_PORT:-18000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/raftgate-bench.XXXXXX)
@@ -104,6 +109,26 @@ nginx_conf nginx-proxy "
         }
     }" "$PROXY_WORKERS"
 
+nginx_conf nginx-kh "
+    upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
+    server {
+        listen 127.0.0.1:$NGINX_KH_PORT reuseport;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Forwarded-Port \$server_port;
+            proxy_set_header X-Forwarded-Path \$uri;
+            add_header Via \"1.1 kong/3.9.0\";
+            add_header X-Kong-Upstream-Latency \$upstream_response_time;
+            add_header X-Kong-Proxy-Latency 0;
+        }
+    }" "$PROXY_WORKERS"
+
 start_pinned() { # cpus, command...
     local cpus=$1; shift
     taskset -c "$cpus" "$@" &
@@ -125,6 +150,9 @@ wait_port "$UPSTREAM_PORT"
 start_pinned "$PROXY_CPUS" nginx -c "$WORK/nginx-proxy/nginx.conf"
 NGINX_PID=$!
 wait_port "$NGINX_PROXY_PORT"
+start_pinned "$PROXY_CPUS" nginx -c "$WORK/nginx-kh/nginx.conf"
+NGINX_KH_PID=$!
+wait_port "$NGINX_KH_PORT"
 
 # --- raftgate -------------------------------------------------------------
 if [ -z "${RAFTGATE_CMD:-}" ]; then
@@ -140,8 +168,8 @@ wait_port "$RAFTGATE_PORT"
 UPSTREAM_PID=$(cat "$WORK/upstream/nginx.pid")
 
 # --- load -------------------------------------------------------------------
-declare -A PORT=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PROXY_PORT [raftgate]=$RAFTGATE_PORT)
-declare -A SERVER=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [raftgate]=$RAFTGATE_PID)
+declare -A PORT=([direct]=$UPSTREAM_PORT [nginx]=$NGINX_PROXY_PORT [raftgate]=$RAFTGATE_PORT [nginx-kh]=$NGINX_KH_PORT)
+declare -A SERVER=([direct]=$UPSTREAM_PID [nginx]=$NGINX_PID [raftgate]=$RAFTGATE_PID [nginx-kh]=$NGINX_KH_PID)
 declare -A RSS_IDLE RSS_LOAD
 declare -A ROWS # name → lines "rps p50 p99 user_us sys_us", one per round
 
@@ -200,7 +228,7 @@ median() { # column number; reads rows on stdin
 
 echo "cores: load=$LOAD_CPUS upstream=$UPSTREAM_CPUS proxy=$PROXY_CPUS (workers $PROXY_WORKERS); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; $ROUNDS rounds"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-names=(nginx raftgate direct)
+names=(nginx raftgate direct nginx-kh)
 for round in $(seq "$ROUNDS"); do
     for n in "${names[@]}"; do
         run_load "$n"
@@ -211,7 +239,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A M
 printf '\nmedians of %s rounds (CPU: the server under test only; direct = the upstream)\n' "$ROUNDS"
 printf '%-10s %10s %8s %8s %9s %9s %9s %12s %12s\n' target req/s p50_ms p99_ms user_us sys_us cpu_us rss_idle_KiB rss_load_KiB
-for n in direct nginx raftgate; do
+for n in direct nginx raftgate nginx-kh; do
     for c in 1 2 3 4 5; do
         M[$n,$c]=$(printf '%s' "${ROWS[$n]}" | grep . | median "$c")
     done
@@ -223,4 +251,6 @@ awk -v r="${M[raftgate,1]}" -v n="${M[nginx,1]}" -v rp="${M[raftgate,3]}" -v np=
     -v rc="$(awk -v a="${M[raftgate,4]}" -v b="${M[raftgate,5]}" 'BEGIN { print a + b }')" \
     -v nc="$(awk -v a="${M[nginx,4]}" -v b="${M[nginx,5]}" 'BEGIN { print a + b }')" \
     'BEGIN { printf "\nraftgate/nginx: throughput %.2fx (goal >= 1.0), p99 %.2fx (goal <= 1.0), CPU per request %.2fx\n", r / n, rp / np, rc / nc }'
+awk -v r="${M[raftgate,1]}" -v n="${M[nginx-kh,1]}" -v rp="${M[raftgate,3]}" -v np="${M[nginx-kh,3]}" \
+    'BEGIN { printf "raftgate/nginx-kh (same header work, for information): throughput %.2fx, p99 %.2fx\n", r / n, rp / np }'
 echo "load average: before $LOAD_BEFORE, after $LOAD_AFTER ($(nproc) cores)"
