@@ -34,6 +34,9 @@ pub struct History {
     pub writes: BTreeMap<String, (Option<String>, Status)>,
     /// (node, proxied request succeeded) samples taken on surviving nodes.
     pub proxied: Vec<(u64, bool)>,
+    /// Why proxied requests failed, per node: the answer's status or the
+    /// client's error, the first few of each node.
+    pub proxy_failures: BTreeMap<u64, Vec<String>>,
     /// Revocations issued and any revoked token seen accepted.
     pub revocations: RevocationHistory,
 }
@@ -73,6 +76,22 @@ pub struct Workload {
 
 /// Path of the route the harness creates to the demo upstream.
 pub const PROXY_PATH: &str = "/chaos-probe";
+
+/// How long a proxy probe may take. 2 s, except under real packet loss
+/// (the Docker `loss` scenarios drop 10 % of what a node receives, the
+/// probe's own request included): there TCP's retransmission schedule
+/// (200, 400, 800, 1600 ms …) turns four drops in a row of one segment,
+/// 1 in 10,000, into a 3 s wait, so with 2 s about one run in four would
+/// count a kernel retransmission as a gateway failure (≈900 probes, ≈3
+/// lossy segments each, any failure on a node over 0.1 %). 10 s needs six
+/// drops in a row.
+fn probe_timeout(scenario: &str) -> Duration {
+    if scenario.starts_with("loss") {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(2)
+    }
+}
 
 impl Workload {
     /// Starts writers, the revoker and the proxy prober. `down`: nodes taken
@@ -116,9 +135,10 @@ impl Workload {
             revoked.clone(),
         ));
         let (stop2, history2) = (stop.clone(), history.clone());
+        let probe_timeout = probe_timeout(scenario);
         threads.push(std::thread::spawn(move || {
             let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(2))
+                .timeout(probe_timeout)
                 .build()
                 .unwrap();
             while !stop2.load(Ordering::Relaxed) {
@@ -126,15 +146,26 @@ impl Workload {
                     if down.lock().unwrap().contains(node) {
                         continue;
                     }
-                    let ok = http
+                    let failure = match http
                         .get(format!("http://127.0.0.1:{port}{PROXY_PATH}"))
                         .send()
-                        .map(|r| r.status().as_u16() == 200)
-                        .unwrap_or(false);
+                    {
+                        Ok(r) if r.status().as_u16() == 200 => None,
+                        Ok(r) => Some(format!("answered {}", r.status().as_u16())),
+                        Err(e) if e.is_timeout() => Some("timed out".to_string()),
+                        Err(e) => Some(format!("{e}")),
+                    };
                     // A node taken down while the request was in flight
                     // does not count against the survivors.
                     if !down.lock().unwrap().contains(node) {
-                        history2.lock().unwrap().proxied.push((*node, ok));
+                        let mut h = history2.lock().unwrap();
+                        h.proxied.push((*node, failure.is_none()));
+                        if let Some(why) = failure {
+                            let seen = h.proxy_failures.entry(*node).or_default();
+                            if seen.len() < 3 {
+                                seen.push(why);
+                            }
+                        }
                     }
                 }
                 std::thread::sleep(PAUSE);
@@ -275,8 +306,13 @@ pub fn check(cluster: &Cluster, history: &History, prefix: &str) -> Check {
     for (node, (total, ok)) in by_node {
         let failed = total - ok;
         if failed as f64 > total as f64 * 0.001 {
+            let why = history
+                .proxy_failures
+                .get(&node)
+                .map(|w| w.join("; "))
+                .unwrap_or_default();
             errors.push(format!(
-                "node {node}: {failed} of {total} proxied requests failed"
+                "node {node}: {failed} of {total} proxied requests failed ({why})"
             ));
         }
     }
