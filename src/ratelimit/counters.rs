@@ -521,10 +521,9 @@ impl RateLimiter {
         let peers = self.peers.load();
         let cluster = opts.policy == Policy::Cluster;
         let n = if cluster { peers.len() + 1 } else { 1 };
-        let partitioned =
-            cluster && !opts.fail_open && peers.iter().any(|p| self.peer_silent(p, now_ms));
+        let (acked, any_silent) = self.peer_view(&peers, now_ms);
+        let partitioned = cluster && !opts.fail_open && any_silent;
         let nf = n as f64;
-        let acked = self.acked_by_live_peers(&peers, now_ms);
 
         let mut shard = lock(self.shard_of(key));
         if !shard.map.contains_key(key) {
@@ -660,22 +659,27 @@ impl RateLimiter {
         }
     }
 
-    /// The last of this node's gossip rounds that every live peer has
-    /// acknowledged (silent peers are not waited for).
-    fn acked_by_live_peers(&self, peers: &[Arc<Peer>], now_ms: u64) -> u64 {
-        peers
-            .iter()
-            .filter(|p| !self.peer_silent(p, now_ms))
-            .map(|p| p.acked_seq.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(u64::MAX)
+    /// In one pass over the peers: the last of this node's gossip rounds
+    /// that every live peer has acknowledged (silent peers are not waited
+    /// for), and whether any peer is silent.
+    fn peer_view(&self, peers: &[Arc<Peer>], now_ms: u64) -> (u64, bool) {
+        let mut acked = u64::MAX;
+        let mut any_silent = false;
+        for p in peers {
+            if self.peer_silent(p, now_ms) {
+                any_silent = true;
+            } else {
+                acked = acked.min(p.acked_seq.load(Ordering::Relaxed));
+            }
+        }
+        (acked, any_silent)
     }
 
     /// This node's admissions for `key` that some live peer may not know
     /// of, as the share rule counts them.
     #[cfg(test)]
     pub(crate) fn unpublished(&self, key: &str, now_ms: u64) -> u64 {
-        let acked = self.acked_by_live_peers(&self.peers.load(), now_ms);
+        let (acked, _) = self.peer_view(&self.peers.load(), now_ms);
         lock(self.shard_of(key))
             .map
             .get(key)
