@@ -2,9 +2,12 @@
 //! credential behind a jwt-protected route, a stream of tokens revoked by
 //! `jti` through every node in turn, and the rule the checker enforces: a
 //! token whose revocation was acknowledged is never accepted again by a
-//! node connected to the majority once `GRACE` has passed (for a node
-//! rejoining after a partition: `GRACE` after it rejoined, since a node cut
-//! off cannot learn of it), and by no node at all after the scenario heals.
+//! node connected to the majority once `GRACE` has passed, and by no node
+//! at all after the scenario heals. A node coming back (from a partition,
+//! a pause or a restart) is judged `GRACE` after its return: while it was
+//! out it could not learn of the revocation. A resumed process in
+//! particular serves what it had applied before its pause until the
+//! leader's next append reaches it (a few hundred ms on a busy machine).
 //!
 //! Tokens are signed here by hand (HMAC-SHA256 over base64url segments),
 //! independently of the gateway's verifier.
@@ -121,9 +124,9 @@ pub fn spawn(
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        // When each node was last seen cut off: a node rejoining the
-        // majority is judged only once it has had GRACE to catch up.
-        let mut last_cut_off: HashMap<u64, Instant> = HashMap::new();
+        // When each node was last seen down or cut off: a node rejoining
+        // the majority is judged only once it has had GRACE to catch up.
+        let mut last_out: HashMap<u64, Instant> = HashMap::new();
         let connected = || -> Vec<(u64, u16, u16)> {
             let out: BTreeSet<u64> = [&down, &cut_off]
                 .iter()
@@ -161,8 +164,10 @@ pub fn spawn(
                     .push(Revocation { jti, status });
             }
             i += 1;
-            for id in cut_off.lock().unwrap().iter() {
-                last_cut_off.insert(*id, Instant::now());
+            for d in [&down, &cut_off] {
+                for id in d.lock().unwrap().iter() {
+                    last_out.insert(*id, Instant::now());
+                }
             }
             // The three latest revocations past their grace period.
             let due: Vec<&(String, Instant)> = acked
@@ -175,7 +180,7 @@ pub fn spawn(
                 let token = token(jti);
                 let judged = connected()
                     .into_iter()
-                    .filter(|(id, _, _)| last_cut_off.get(id).is_none_or(|t| t.elapsed() >= GRACE));
+                    .filter(|(id, _, _)| last_out.get(id).is_none_or(|t| t.elapsed() >= GRACE));
                 for (id, _, proxy_port) in judged {
                     let taken = accepted(&proxy, proxy_port, &token);
                     // Cut off while the request was in flight: not judged.
