@@ -58,7 +58,8 @@ const STEP: Duration = Duration::from_secs(10);
 // --- the upstream -----------------------------------------------------------
 
 /// Unary: answers "hello <text>" plus the client's `x-client` metadata,
-/// with the upstream's name in the `x-upstream` response header, after
+/// with the upstream's name in the `x-upstream` response header and the
+/// `grpc-timeout` it was given in `x-upstream-grpc-timeout`, after
 /// the given delay.
 struct Unary(&'static str, Duration);
 
@@ -76,11 +77,15 @@ impl tonic::server::UnaryService<Note> for Unary {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_string();
+            let timeout = req.metadata().get("grpc-timeout").cloned();
             let n = req.into_inner();
             let mut resp =
                 tonic::Response::new(note(&format!("hello {} ({client})", n.text), n.seq));
             resp.metadata_mut()
                 .insert("x-upstream", name.parse().expect("ascii"));
+            if let Some(t) = timeout {
+                resp.metadata_mut().insert("x-upstream-grpc-timeout", t);
+            }
             Ok(resp)
         })
     }
@@ -667,6 +672,11 @@ fn grpc_timeout_caps_the_upstream_call() {
         // A deadline longer than the call changes nothing.
         let mut resp = call_with_timeout(port, UNARY, "5S", one(&note("in time", 1))).await;
         assert_eq!(resp.status(), 200);
+        // The upstream is given what is left of the 5 s: the gateway's
+        // time taken off, in milliseconds.
+        let passed = resp.headers()["x-upstream-grpc-timeout"].to_str().unwrap();
+        let ms: u64 = passed.strip_suffix('m').unwrap().parse().unwrap();
+        assert!((4_000..5_000).contains(&ms), "{passed}");
         let (data, trailers) = data_and_trailers(resp.body_mut()).await;
         assert_eq!(&data[..], &framed(&note("hello in time (-)", 1))[..]);
         assert_eq!(trailers.expect("trailers")["grpc-status"], "0");

@@ -25,7 +25,8 @@
 //! it passes before the upstream answered, the gateway answers
 //! DEADLINE_EXCEEDED (trailers-only, logged as 504); when it passes while
 //! the upstream's response streams, the rest of that response is dropped
-//! and the client gets trailers with DEADLINE_EXCEEDED (`Deadline`).
+//! and the client gets trailers with DEADLINE_EXCEEDED (`Deadline`). The
+//! upstream is given what is left of that time as its own `grpc-timeout`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -164,6 +165,36 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
         b'n' => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// `grpc-timeout` for what is left of a call's time at `now`, so that the
+/// upstream sees the client's deadline less the time spent in the gateway.
+/// In milliseconds, rounded down (never later than the client's deadline),
+/// or in whole seconds past 8 digits of milliseconds; `None` once the
+/// deadline has passed.
+pub fn remaining_timeout(deadline: Instant, now: Instant) -> Option<HeaderValue> {
+    let left = deadline.checked_duration_since(now)?.as_millis();
+    if left == 0 {
+        return None;
+    }
+    let text = if left <= 99_999_999 {
+        format!("{left}m")
+    } else {
+        format!("{}S", (left / 1000).min(99_999_999))
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+/// Sets the upstream request's `grpc-timeout` to what is left of the
+/// call's time; `false` when nothing is left.
+pub fn pass_remaining_timeout(headers: &mut HeaderMap, deadline: Instant) -> bool {
+    match remaining_timeout(deadline, Instant::now()) {
+        Some(v) => {
+            headers.insert(TIMEOUT, v);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The answer to a call whose deadline passed before the upstream
@@ -414,6 +445,25 @@ mod tests {
             assert_eq!(t(bad), None, "{bad:?}");
         }
         assert_eq!(timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_upstream_gets_what_is_left_of_the_deadline() {
+        let now = Instant::now();
+        let left = |d: Duration| remaining_timeout(now + d, now);
+        assert_eq!(left(Duration::from_millis(1500)).unwrap(), "1500m");
+        assert_eq!(left(Duration::from_micros(2_999)).unwrap(), "2m");
+        assert_eq!(left(Duration::from_secs(100_000)).unwrap(), "100000S");
+        assert_eq!(
+            left(Duration::from_secs(3_600 * 99_999)).unwrap(),
+            "99999999S"
+        );
+        assert_eq!(left(Duration::from_micros(999)), None, "under 1 ms");
+        assert_eq!(remaining_timeout(now, now + Duration::from_secs(1)), None);
+        // What it writes reads back as at most the time left.
+        let mut h = HeaderMap::new();
+        h.insert(TIMEOUT, left(Duration::from_millis(250)).unwrap());
+        assert_eq!(timeout(&h), Some(Duration::from_millis(250)));
     }
 
     #[tokio::test]

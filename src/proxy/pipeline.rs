@@ -292,6 +292,15 @@ pub async fn handle(
             start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
         ));
     };
+    // The upstream gets the client's deadline less the gateway's time.
+    if let Some(at) = deadline {
+        if !grpc::pass_remaining_timeout(&mut headers, at) {
+            let reply = grpc::deadline_exceeded();
+            return Ok(own_filtered(
+                start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
+            ));
+        }
+    }
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method.clone();
     *upstream_req.uri_mut() = upstream_uri;
