@@ -203,11 +203,7 @@ async fn upstream_connections_are_pooled_and_dead_ones_skipped() {
 
 #[tokio::test]
 async fn upstream_errors_are_502_and_504() {
-    // A port nobody listens on: bind, learn, close.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let (dead, _held) = dead_addr();
     let slow = upstream("slow").await;
     let mut e = service_and_route(1, 11, &dead.to_string(), json!({"paths": ["/dead"]}));
     e[0].1["retries"] = json!(2);
@@ -265,10 +261,7 @@ fn upstream_entities(
 async fn weighted_round_robin_spreads_and_retries_skip_dead_targets() {
     let a = upstream("a").await;
     let b = upstream("b").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (dead, _held) = dead_addr();
     let e = upstream_entities(
         "round-robin",
         &[
@@ -667,10 +660,7 @@ async fn read_timeout_applies_between_body_reads() {
 #[tokio::test]
 async fn target_health_survives_a_config_change() {
     let a = upstream("a").await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (dead, _held) = dead_addr();
     let mut e = upstream_entities(
         "round-robin",
         &[(a.addr.to_string(), 100), (dead.to_string(), 100)],

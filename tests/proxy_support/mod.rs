@@ -42,6 +42,18 @@ impl Drop for Upstream {
     }
 }
 
+/// An address that refuses connections, for as long as the socket
+/// returned with it lives: bound but not listening, so no proxy or
+/// upstream started by a test running alongside can be given its port
+/// (as one could if it were bound, learned and closed).
+pub fn dead_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind port 0");
+    (socket.local_addr().expect("bound"), socket)
+}
+
 pub async fn upstream(name: &str) -> Upstream {
     upstream_on(name, "127.0.0.1:0".parse().unwrap()).await
 }
