@@ -93,7 +93,8 @@ enum Refused {
 
 /// What waiting for the next head came to.
 enum Next {
-    Head(Box<Head>),
+    /// A head is in `Conn::parsed`.
+    Head,
     Http2,
     Closed,
     /// The deadline passed; whether bytes of a head had come.
@@ -418,6 +419,13 @@ struct Conn<I> {
     /// Bytes of the connection's first head seen (HTTP/2 is still possible).
     first: bool,
     seq: u64,
+    /// The head `poll_head` parsed.
+    parsed: Option<Head>,
+    /// Shutdown asked for; `watching`: this task is registered to be woken
+    /// when it is (the stop future was polled once: reading the flag is
+    /// enough after that).
+    stop: watch::Receiver<bool>,
+    watching: bool,
 }
 
 /// When the head being waited for must have come, and the one timer that
@@ -469,8 +477,8 @@ enum Answered {
 
 impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     /// Reads until a head is complete (or the connection turns out to be
-    /// something else, ends, or times out). `stopping` is polled while
-    /// the connection is idle.
+    /// something else, ends, or times out). Shutdown closes it while it is
+    /// idle (no byte of a head read yet).
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
@@ -487,20 +495,31 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
                 } else {
                     self.first = false;
                     match parse_head(&mut w.buf, &mut self.spans, self.max_head) {
-                        Ok(Some(head)) => return Poll::Ready(Next::Head(Box::new(head))),
+                        Ok(Some(head)) => {
+                            self.parsed = Some(head);
+                            return Poll::Ready(Next::Head);
+                        }
                         Ok(None) => {}
                         Err(r) => return Poll::Ready(Next::Refused(r)),
                     }
                 }
-            }
-            if w.buf.is_empty() && stopping.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::Closed);
             }
             match w.poll_fill(cx) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::Closed),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => {
                     let partial = !w.buf.is_empty();
+                    if !partial {
+                        let asked = if self.watching {
+                            *self.stop.borrow()
+                        } else {
+                            self.watching = true;
+                            stopping.as_mut().poll(cx).is_ready()
+                        };
+                        if asked {
+                            return Poll::Ready(Next::Closed);
+                        }
+                    }
                     ready!(self.deadline.poll(cx));
                     return Poll::Ready(Next::TimedOut(partial));
                 }
@@ -687,6 +706,7 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
                 return true;
             }
         }
+        self.deadline.arm();
         let mut left = MAX_DRAIN;
         let drained = poll_fn(|cx| {
             let mut w = h1incoming::lock(&self.wire);
@@ -746,15 +766,20 @@ where
         deadline: Deadline::new(shared.settings.header_read_timeout),
         first: true,
         seq: 0,
+        parsed: None,
+        stop: stop.clone(),
+        watching: false,
     };
-    let stopped_flag = stop.clone();
     let mut stopping = pin!(stopped(stop));
     loop {
         conn.deadline.arm();
         let next = poll_fn(|cx| conn.poll_head(cx, stopping.as_mut())).await;
         reading.take();
         let head = match next {
-            Next::Head(head) => head,
+            Next::Head => match conn.parsed.take() {
+                Some(head) => head,
+                None => return Ended::Closed,
+            },
             Next::Closed => return Ended::Closed,
             Next::Http2 => return conn.into_http2(),
             Next::TimedOut(partial) => {
@@ -786,7 +811,7 @@ where
             expect,
             conflict,
             upgrade,
-        } = *head;
+        } = head;
         let asked = Asked {
             head: req.method() == Method::HEAD,
             http10: req.version() == Version::HTTP_10,
@@ -815,7 +840,7 @@ where
             pipeline::handle(shared.clone(), info.clone(), req, rx).await
         };
         let mut asked = asked;
-        asked.keep &= !*stopped_flag.borrow();
+        asked.keep &= !*conn.stop.borrow();
         let keep = match conn.respond(resp, &asked, tx).await {
             Answered::Keep => true,
             Answered::Close => false,
@@ -824,7 +849,6 @@ where
                 return Ended::Closed;
             }
         };
-        conn.deadline.arm();
         if !keep || !conn.drain().await {
             conn.shutdown().await;
             return Ended::Closed;
