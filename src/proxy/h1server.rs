@@ -837,7 +837,7 @@ where
                 Incoming::new(conn.wire.clone(), conn.seq).boxed()
             };
             let req = req.map(|()| body);
-            pipeline::handle(shared.clone(), info.clone(), req, rx).await
+            pipeline::handle(&shared, &info, req, rx).await
         };
         let mut asked = asked;
         asked.keep &= !*conn.stop.borrow();

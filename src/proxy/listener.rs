@@ -202,8 +202,11 @@ async fn serve_http2<I>(
                 body.map_err(|e| Box::new(e) as _).boxed()
             }
         });
-        let handled = pipeline::handle(svc_shared.clone(), svc_info.clone(), req, None);
-        async move { Ok::<_, std::convert::Infallible>(handled.await) }
+        let (shared, info) = (svc_shared.clone(), svc_info.clone());
+        async move {
+            let resp = pipeline::handle(&shared, &info, req, None).await;
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = shared.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

@@ -55,8 +55,8 @@ pub fn refuse(shared: &Shared, status: StatusCode, message: &str) -> Response<Bo
 /// `upgrade`: the client's connection, offered when the request asks to
 /// switch protocols (HTTP/1.1 only).
 pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
+    shared: &Shared,
+    conn: &ConnInfo,
     req: Request<Body>,
     upgrade: Option<Upgrade>,
 ) -> Response<Body> {
@@ -115,7 +115,7 @@ pub async fn handle(
             Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
             grpc_call,
         );
-        return observed(&shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts);
     };
     let route = &found.route;
     if named {
@@ -124,12 +124,12 @@ pub async fn handle(
     let scheme = if conn.tls { "https" } else { "http" };
     if let Some(reply) = grpc::check_route(route, parts.version, &parts.headers, conn.tls) {
         let resp = own(start, reply, grpc_call);
-        return observed(&shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts);
     }
     if !conn.tls && !router::accepts_plain(route) {
         let reply = wrong_protocol(route, host, &parts.uri);
         let resp = own(start, reply, grpc_call);
-        return observed(&shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts);
     }
     let Some(entry) = route
         .service
@@ -142,7 +142,7 @@ pub async fn handle(
             Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
             grpc_call,
         );
-        return observed(&shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts);
     };
     if named {
         facts.service = Some(
@@ -188,7 +188,7 @@ pub async fn handle(
                 }
                 Err(reply) => {
                     return own_filtered(
-                        start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
+                        start, reply, ran, ctx, shared, log_entry, facts, grpc_call,
                     );
                 }
             }
@@ -196,7 +196,7 @@ pub async fn handle(
         let answer = plugin.access(&mut ctx, &mut parts);
         ran.push(plugin);
         if let Some(reply) = answer {
-            return own_filtered(start, reply, ran, ctx, &shared, log_entry, facts, grpc_call);
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
         }
     }
     if let Some(peeked) = ctx.body.take() {
@@ -270,11 +270,11 @@ pub async fn handle(
         };
         let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
-        return own_filtered(start, reply, ran, ctx, &shared, log_entry, facts, grpc_call);
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
     }
     let Ok(upstream_uri) = http::Uri::try_from(path_and_query) else {
         let reply = Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY);
-        return own_filtered(start, reply, ran, ctx, &shared, log_entry, facts, grpc_call);
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
     };
     let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method.clone();
@@ -306,7 +306,7 @@ pub async fn handle(
     let Some(answered) = answered else {
         facts.upstream_latency = Some(sent.elapsed());
         let reply = grpc::deadline_exceeded();
-        return own_filtered(start, reply, ran, ctx, &shared, log_entry, facts, grpc_call);
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
     };
     let (mut resp, in_flight) = match answered {
         Ok(r) => r,
@@ -322,7 +322,7 @@ pub async fn handle(
                 ForwardError::Rejected(reply) => reply,
             };
             facts.upstream_latency = Some(sent.elapsed());
-            return own_filtered(start, reply, ran, ctx, &shared, log_entry, facts, grpc_call);
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
         }
     };
     let upstream_latency = sent.elapsed();
@@ -350,13 +350,13 @@ pub async fn handle(
     let guarded = Guarded::new(rbody, in_flight, read_timeout);
     // 6. Log, once the body is over.
     if logging {
-        describe(&ctx, &mut log_entry, &shared);
+        describe(&ctx, &mut log_entry, shared);
     }
     if ran.is_empty() && deadline.is_none() {
         // Nothing else wraps the upstream's body: boxed once, with the
         // access log's wrapper.
         let resp = Response::from_parts(rparts, guarded);
-        return observed(&shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts);
     }
     let mut body = guarded.boxed();
     if let Some(at) = deadline {
@@ -370,7 +370,7 @@ pub async fn handle(
     }
     let body = Logged::wrap(body, ran, ctx, rparts.status);
     let resp = Response::from_parts(rparts, body);
-    observed(&shared, resp, log_entry, facts)
+    observed(shared, resp, log_entry, facts)
 }
 
 /// 426 (or Kong's redirect) for a route that wants HTTPS.
