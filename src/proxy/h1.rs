@@ -29,7 +29,7 @@
 //! whole (`Failed::unsent`) only when no byte of it reached the socket.
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -40,12 +40,12 @@ use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::connector::Stream;
 use super::forward::Forwarded;
 use super::h1body::{Chunk, Framing, Malformed, Step};
-use super::h1parse::{add_length, field_spans, header_map, poll_fill, Facts, MIN_READ};
+use super::h1parse::{add_length, field_spans, header_map, poll_fill, Deadline, Facts, MIN_READ};
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
 
@@ -66,11 +66,8 @@ pub struct Conn {
     spans: Vec<[usize; 4]>,
     read_size: usize,
     /// When the response head must have come (the service's read
-    /// timeout), and the timer that enforces it: one per connection, set
-    /// at or before the deadline and moved only when it fired early, so
-    /// that a request costs a comparison rather than a timer of its own.
-    deadline: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// timeout).
+    deadline: Deadline,
 }
 
 /// Why an exchange failed. `unsent`: the request, whole, when none of its
@@ -88,34 +85,7 @@ impl Conn {
             head: Vec::new(),
             spans: Vec::new(),
             read_size: MIN_READ,
-            deadline: Instant::now(),
-            timer: None,
-        }
-    }
-
-    /// The response head of the next exchange must come by `deadline`.
-    fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-        match &mut self.timer {
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            // An earlier deadline must be seen in time; a later one is
-            // caught up with when the timer fires.
-            Some(t) if t.deadline() > deadline => t.as_mut().reset(deadline),
-            Some(_) => {}
-        }
-    }
-
-    /// Ready once the deadline passed.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(timer) = self.timer.as_mut() else {
-            return Poll::Pending;
-        };
-        loop {
-            ready!(timer.as_mut().poll(cx));
-            if timer.deadline() >= self.deadline {
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(self.deadline);
+            deadline: Deadline::default(),
         }
     }
 
@@ -418,7 +388,7 @@ pub async fn exchange(
     back: Back,
     deadline: Instant,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    conn.set_deadline(deadline);
+    conn.deadline.set(deadline);
     let mut head = std::mem::take(&mut conn.head);
     let encoding = encode_head(&req, forwarded, &mut head);
     // The first write decides whether anything reached the upstream.
@@ -520,7 +490,7 @@ fn poll_head(
         let filled = match conn.poll_fill(cx) {
             Poll::Ready(filled) => filled,
             Poll::Pending => {
-                ready!(conn.poll_deadline(cx));
+                ready!(conn.deadline.poll(cx));
                 return Poll::Ready(Err(Box::new(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "upstream read timeout",

@@ -1,10 +1,12 @@
 //! What both sides of our HTTP/1.1 (the upstream client `h1`, the client
-//! server `h1server`) share to read a message head: reading more into a
-//! growing buffer, locating httparse's fields in the head's bytes, and
-//! turning them into a header map that shares those bytes (no copy per
-//! value) while noting what framing and persistence depend on, so that
-//! nothing is looked up in the map afterwards.
+//! server `h1server`) share to read a message head: the deadline it must
+//! come by, reading more into a growing buffer, locating httparse's fields
+//! in the head's bytes, and turning them into a header map that shares
+//! those bytes (no copy per value) while noting what framing and
+//! persistence depend on, so that nothing is looked up in the map
+//! afterwards.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -12,6 +14,53 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncRead;
+use tokio::time::{Instant, Sleep};
+
+/// When the next head must have come, and the one timer per connection
+/// that enforces it: set at or before the deadline and moved only when it
+/// fired early, so that a request costs a comparison rather than a timer
+/// of its own.
+pub(crate) struct Deadline {
+    at: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Default for Deadline {
+    fn default() -> Deadline {
+        Deadline {
+            at: Instant::now(),
+            timer: None,
+        }
+    }
+}
+
+impl Deadline {
+    /// The next head must come by `at`.
+    pub(crate) fn set(&mut self, at: Instant) {
+        self.at = at;
+        match &mut self.timer {
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            // An earlier deadline must be seen in time; a later one is
+            // caught up with when the timer fires.
+            Some(t) if t.deadline() > at => t.as_mut().reset(at),
+            Some(_) => {}
+        }
+    }
+
+    /// Ready once the deadline passed (never before one was set).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= self.at {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(self.at);
+        }
+    }
+}
 
 /// First read size; doubled while reads fill it, up to a maximum.
 pub(crate) const MIN_READ: usize = 8 * 1024;

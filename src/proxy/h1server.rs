@@ -43,11 +43,11 @@ use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::h1body::{Chunk, Framing};
 use super::h1incoming::{self, Continue, Incoming, Wire};
-use super::h1parse::{add_length, field_spans, header_map, lists, span};
+use super::h1parse::{add_length, field_spans, header_map, lists, span, Deadline};
 use super::listener::ConnInfo;
 use super::rewind::{ClientIo, Rewound};
 use super::{errors, pipeline, Shared};
@@ -415,8 +415,11 @@ struct Conn<I> {
     /// Scratch for the head parser (reused).
     spans: Vec<[usize; 4]>,
     max_head: usize,
+    /// When the head being waited for must have come: `timeout` after the
+    /// wait began.
     deadline: Deadline,
-    /// Bytes of the connection's first head seen (HTTP/2 is still possible).
+    timeout: Duration,
+    /// Nothing but a part of HTTP/2's preface was read yet.
     first: bool,
     seq: u64,
     /// The head `poll_head` parsed.
@@ -428,45 +431,6 @@ struct Conn<I> {
     watching: bool,
 }
 
-/// When the head being waited for must have come, and the one timer that
-/// enforces it: set at or before the deadline and moved only when it fired
-/// early, so that a request costs a comparison rather than a timer.
-struct Deadline {
-    timeout: Duration,
-    at: Instant,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl Deadline {
-    fn new(timeout: Duration) -> Deadline {
-        let at = Instant::now() + timeout;
-        Deadline {
-            timeout,
-            at,
-            timer: Box::pin(tokio::time::sleep_until(at)),
-        }
-    }
-
-    /// The next wait starts now.
-    fn arm(&mut self) {
-        self.at = Instant::now() + self.timeout;
-        if self.timer.deadline() > self.at {
-            self.timer.as_mut().reset(self.at);
-        }
-    }
-
-    /// Ready once the deadline passed.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            ready!(self.timer.as_mut().poll(cx));
-            if self.timer.deadline() >= self.at {
-                return Poll::Ready(());
-            }
-            self.timer.as_mut().reset(self.at);
-        }
-    }
-}
-
 /// How a response left the connection.
 enum Answered {
     Keep,
@@ -476,6 +440,11 @@ enum Answered {
 }
 
 impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
+    /// The wait for the next head (or the rest of a body) starts now.
+    fn arm(&mut self) {
+        self.deadline.set(Instant::now() + self.timeout);
+    }
+
     /// Reads until a head is complete (or the connection turns out to be
     /// something else, ends, or times out). Shutdown closes it while it is
     /// idle (no byte of a head read yet).
@@ -706,7 +675,7 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
                 return true;
             }
         }
-        self.deadline.arm();
+        self.arm();
         let mut left = MAX_DRAIN;
         let drained = poll_fn(|cx| {
             let mut w = h1incoming::lock(&self.wire);
@@ -763,7 +732,8 @@ where
         out: Vec::new(),
         spans: Vec::new(),
         max_head: shared.settings.max_header_bytes.max(8192),
-        deadline: Deadline::new(shared.settings.header_read_timeout),
+        deadline: Deadline::default(),
+        timeout: shared.settings.header_read_timeout,
         first: true,
         seq: 0,
         parsed: None,
@@ -772,7 +742,7 @@ where
     };
     let mut stopping = pin!(stopped(stop));
     loop {
-        conn.deadline.arm();
+        conn.arm();
         let next = poll_fn(|cx| conn.poll_head(cx, stopping.as_mut())).await;
         reading.take();
         let head = match next {
