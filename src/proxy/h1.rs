@@ -29,22 +29,23 @@
 //! whole (`Failed::unsent`) only when no byte of it reached the socket.
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::connector::Stream;
 use super::forward::Forwarded;
 use super::h1body::{Chunk, Framing, Malformed, Step};
+use super::h1parse::{add_length, field_spans, header_map, poll_fill, Deadline, Facts, MIN_READ};
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
 
@@ -52,8 +53,7 @@ use crate::plugins::{Body, BoxError};
 const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// Most response header fields parsed (hyper's default).
 const MAX_HEADERS: usize = 100;
-/// First read size; doubled while reads fill it, up to `MAX_READ`.
-const MIN_READ: usize = 8 * 1024;
+/// Largest read size.
 const MAX_READ: usize = 256 * 1024;
 
 /// An upstream connection with what was read from it and not yet used.
@@ -66,11 +66,8 @@ pub struct Conn {
     spans: Vec<[usize; 4]>,
     read_size: usize,
     /// When the response head must have come (the service's read
-    /// timeout), and the timer that enforces it: one per connection, set
-    /// at or before the deadline and moved only when it fired early, so
-    /// that a request costs a comparison rather than a timer of its own.
-    deadline: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// timeout).
+    deadline: Deadline,
 }
 
 /// Why an exchange failed. `unsent`: the request, whole, when none of its
@@ -88,34 +85,7 @@ impl Conn {
             head: Vec::new(),
             spans: Vec::new(),
             read_size: MIN_READ,
-            deadline: Instant::now(),
-            timer: None,
-        }
-    }
-
-    /// The response head of the next exchange must come by `deadline`.
-    fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-        match &mut self.timer {
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            // An earlier deadline must be seen in time; a later one is
-            // caught up with when the timer fires.
-            Some(t) if t.deadline() > deadline => t.as_mut().reset(deadline),
-            Some(_) => {}
-        }
-    }
-
-    /// Ready once the deadline passed.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(timer) = self.timer.as_mut() else {
-            return Poll::Pending;
-        };
-        loop {
-            ready!(timer.as_mut().poll(cx));
-            if timer.deadline() >= self.deadline {
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(self.deadline);
+            deadline: Deadline::default(),
         }
     }
 
@@ -127,19 +97,13 @@ impl Conn {
 
     /// Reads more into `buf`; `Ok(0)` at the upstream's end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(self.read_size);
-        }
-        let spare = self.buf.capacity() - self.buf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
+        poll_fill(
+            &mut self.io,
+            &mut self.buf,
+            &mut self.read_size,
+            MAX_READ,
             cx,
-            &mut self.buf
-        ))?;
-        if n == spare && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        Poll::Ready(Ok(n))
+        )
     }
 }
 
@@ -222,41 +186,6 @@ fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
         found = Some(add_length(found, value.as_bytes()));
     }
     found
-}
-
-/// One more Content-Length value (a list, maybe) after those seen so far:
-/// all must be the same decimal number.
-fn add_length(seen: Option<Result<u64, ()>>, value: &[u8]) -> Result<u64, ()> {
-    let mut found = match seen {
-        Some(Err(())) => return Err(()),
-        Some(Ok(n)) => Some(n),
-        None => None,
-    };
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 {
-            return Err(());
-        }
-        let mut n: u64 = 0;
-        for &b in part {
-            if !b.is_ascii_digit() {
-                return Err(());
-            }
-            n = n * 10 + u64::from(b - b'0');
-        }
-        if found.is_some_and(|f| f != n) {
-            return Err(());
-        }
-        found = Some(n);
-    }
-    found.ok_or(())
-}
-
-/// Whether a comma-separated header value lists `token`.
-fn lists(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// The request body on its way to the upstream.
@@ -371,24 +300,11 @@ struct Head {
     framing: Facts,
 }
 
-/// What the framing headers of a response head said, noted while parsing
-/// it (no lookup in the map after).
-#[derive(Default)]
-struct Facts {
-    /// Content-Length: absent, one number, or bad/conflicting values.
-    length: Option<Result<u64, ()>>,
-    /// Transfer-Encoding present; whether its last coding is chunked.
-    chunked: Option<bool>,
-    /// `Connection: close`.
-    close: bool,
-}
-
 /// Parses a response head off the front of `buf` (`None`: incomplete).
 /// `spans` is scratch space, kept by the connection to reuse.
 fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<Head>, Malformed> {
     // Offsets of names and values, so that the head's bytes can be frozen
     // once and shared by the header values.
-    spans.clear();
     let (len, code, minor) = {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
@@ -408,13 +324,8 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
             Err(httparse::Error::TooManyHeaders) => return Err(Malformed("too many headers")),
             Err(_) => return Err(Malformed("malformed head")),
         };
-        let head = &buf[..len];
-        for f in resp.headers.iter() {
-            let (Some(name), Some(value)) = (span(head, f.name.as_bytes()), span(head, f.value))
-            else {
-                return Err(Malformed("malformed head"));
-            };
-            spans.push([name.0, name.1, value.0, value.1]);
+        if !field_spans(&buf[..len], resp.headers, spans) {
+            return Err(Malformed("malformed head"));
         }
         (len, resp.code.unwrap_or(0), resp.version.unwrap_or(0))
     };
@@ -422,24 +333,7 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
     let status = StatusCode::from_u16(code).map_err(|_| Malformed("bad status"))?;
     // Room for what the pipeline adds (Via, the latency headers, a
     // plugin's few) without growing the map.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 6);
-    let mut facts = Facts::default();
-    for &[n0, n1, v0, v1] in spans.iter() {
-        let name =
-            HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| Malformed("bad header value"))?;
-        let bytes = value.as_bytes();
-        if name == header::CONTENT_LENGTH {
-            facts.length = Some(add_length(facts.length, bytes));
-        } else if name == header::TRANSFER_ENCODING {
-            let last = bytes.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            facts.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION && lists(bytes, "close") {
-            facts.close = true;
-        }
-        headers.append(name, value);
-    }
+    let (headers, facts) = header_map(&head, spans, 6).map_err(Malformed)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
@@ -451,16 +345,6 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
         headers,
         framing: facts,
     }))
-}
-
-/// Where `part` lies in `whole`, as a range (an empty part anywhere).
-fn span(whole: &[u8], part: &[u8]) -> Option<(usize, usize)> {
-    if part.is_empty() {
-        return Some((0, 0));
-    }
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start.checked_add(part.len())?;
-    (end <= whole.len()).then_some((start, end))
 }
 
 /// The body's framing and whether the connection may be kept after it.
@@ -504,7 +388,7 @@ pub async fn exchange(
     back: Back,
     deadline: Instant,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    conn.set_deadline(deadline);
+    conn.deadline.set(deadline);
     let mut head = std::mem::take(&mut conn.head);
     let encoding = encode_head(&req, forwarded, &mut head);
     // The first write decides whether anything reached the upstream.
@@ -606,7 +490,7 @@ fn poll_head(
         let filled = match conn.poll_fill(cx) {
             Poll::Ready(filled) => filled,
             Poll::Pending => {
-                ready!(conn.poll_deadline(cx));
+                ready!(conn.deadline.poll(cx));
                 return Poll::Ready(Err(Box::new(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "upstream read timeout",
@@ -781,6 +665,7 @@ impl AsyncWrite for Upgraded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HeaderName, HeaderValue};
     use http_body_util::BodyExt;
 
     fn request(method: Method, headers: &[(&str, &str)], body: Body) -> Request<Body> {
@@ -927,32 +812,6 @@ mod tests {
             }
             buf.clear();
         }
-    }
-
-    #[test]
-    fn content_lengths_must_agree() {
-        assert_eq!(add_length(None, b"42"), Ok(42));
-        assert_eq!(add_length(None, b"42, 42"), Ok(42));
-        assert_eq!(add_length(Some(Ok(42)), b"42"), Ok(42));
-        for bad in [
-            &b""[..],
-            b"4 2",
-            b"-1",
-            b"+1",
-            b"42, 43",
-            b"0x10",
-            b"99999999999999999999",
-        ] {
-            assert_eq!(
-                add_length(None, bad),
-                Err(()),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        assert_eq!(add_length(Some(Ok(1)), b"2"), Err(()));
-        assert!(lists(b"keep-alive, Close", "close"));
-        assert!(!lists(b"closed", "close"));
     }
 
     #[tokio::test]

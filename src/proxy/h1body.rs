@@ -1,9 +1,10 @@
-//! The framing of an HTTP/1.1 upstream response body (RFC 9112 §6.3), as
-//! a decoder over the bytes read so far: a known length, chunked (with
-//! chunk extensions ignored and trailers passed on as a trailers frame),
-//! read until the upstream closes, or no body at all (a response to HEAD,
-//! 1xx, 204, 304). It never reads itself; `h1::Exchange` feeds it from
-//! the upstream socket and decides what the connection is fit for after.
+//! The framing of an HTTP/1.1 message body (RFC 9112 §6.3), as a decoder
+//! over the bytes read so far: a known length, chunked (with chunk
+//! extensions ignored and trailers passed on as a trailers frame), read
+//! until the peer closes, or no body at all (a response to HEAD, 1xx, 204,
+//! 304; a request without either length header). It never reads itself:
+//! `h1::exchange` feeds it from the upstream socket (response bodies),
+//! `h1incoming` from the client's (request bodies).
 //!
 //! Malformed framing (a bad chunk size, a chunk not followed by CRLF,
 //! oversized chunk lines or trailers) is an error, never a panic.
@@ -54,14 +55,14 @@ pub enum Step {
     More,
 }
 
-/// What was wrong with the upstream's response (head or body framing),
-/// or how it ended too early.
+/// What was wrong with a message (head or body framing), or how it ended
+/// too early.
 #[derive(Debug)]
 pub struct Malformed(pub &'static str);
 
 impl std::fmt::Display for Malformed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "upstream response: {}", self.0)
+        write!(f, "malformed HTTP/1.1 message: {}", self.0)
     }
 }
 

@@ -1,25 +1,28 @@
 //! Accepting connections: the plain and TLS listeners, the connection
-//! limit (beyond it a quick 503, never a hang), the HTTP/1.1 + HTTP/2
-//! server per connection (h2c by prior knowledge, h2 by ALPN), the limits
-//! that protect the node (header size, header read timeout → 408), and
-//! draining on shutdown.
+//! limit (beyond it a quick 503, never a hang), the server per connection
+//! (our HTTP/1.1 server, `h1server`, which hands a connection opening with
+//! HTTP/2's preface to hyper's HTTP/2 server; over TLS, ALPN's "h2" goes
+//! to hyper's directly), the TLS handshake's time limit, and draining on
+//! shutdown.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
-use super::{errors, framing, pipeline, Shared};
+use super::h1server::{self, Ended};
+use super::{errors, pipeline, ProxySettings, Shared};
+use crate::observe::GaugeGuard;
+use crate::plugins::Body;
 
 /// What the pipeline knows about the connection a request came on.
 #[derive(Debug)]
@@ -35,9 +38,6 @@ pub struct ConnInfo {
     /// forwarded headers of every request on the connection.
     pub ip_header: HeaderValue,
     pub port_header: HeaderValue,
-    /// The number of the request whose head had both Content-Length and
-    /// Transfer-Encoding (0: none), as the framing watch saw it.
-    pub conflict: Arc<AtomicUsize>,
 }
 
 impl ConnInfo {
@@ -51,29 +51,14 @@ impl ConnInfo {
             requests: AtomicUsize::new(0),
             ip_header: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("")),
             port_header: HeaderValue::from(local_port),
-            conflict: Arc::default(),
         }
-    }
-
-    /// Whether the request being served is the one whose head had both
-    /// Content-Length and Transfer-Encoding.
-    pub fn conflicting_lengths(&self) -> bool {
-        let n = self.conflict.load(Ordering::Relaxed);
-        n != 0 && n == self.requests.load(Ordering::Relaxed)
     }
 }
 
-/// The per-connection HTTP server settings.
-pub fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
-    let limits = &shared.settings;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+/// hyper's HTTP/2 server settings (HTTP/1.1 is `h1server`'s).
+pub fn http2_builder(limits: &ProxySettings) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
         .max_concurrent_streams(256);
     b
@@ -144,52 +129,30 @@ async fn serve_stream(
 ) {
     let server = shared.observer.server.clone();
     server.handled.fetch_add(1, Ordering::Relaxed);
-    let _active = crate::observe::GaugeGuard::enter(&server.active);
-    let reading = crate::observe::GaugeGuard::enter(&server.reading);
-    let mut reading = Some(reading);
+    let _active = GaugeGuard::enter(&server.active);
+    let reading = Some(GaugeGuard::enter(&server.reading));
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-    let timeout = shared.settings.header_read_timeout;
     match tls {
         None => {
-            // A second handle on the socket, to answer 408 after hyper
-            // gave up on a client that never finished its headers.
-            let (stream, raw) = match split_handle(stream) {
-                Ok(pair) => pair,
-                Err(_) => return,
-            };
-            // A client that sends nothing at all is dropped after the
-            // header timeout too (hyper's timer starts with the first byte).
-            let mut probe = [0u8; 1];
-            match tokio::time::timeout(timeout, stream.peek(&mut probe)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return,
-                Err(_) => {
-                    let _ = (&raw).write_all(&errors::raw_http1(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "Request timeout",
-                    ));
-                    return;
-                }
-            }
-            reading.take();
             let info = Arc::new(ConnInfo::new(remote, local_port, false, None));
-            let timed_out = serve_http(stream, info.clone(), shared, stop).await;
-            if timed_out && info.requests.load(Ordering::Relaxed) == 0 {
-                let _ = (&raw).write_all(&errors::raw_http1(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "Request timeout",
-                ));
-            }
+            serve_http(stream, info, shared, stop, reading).await;
         }
         Some(acceptor) => {
+            let timeout = shared.settings.header_read_timeout;
             let Ok(Ok(tls_stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
             else {
                 return;
             };
-            reading.take();
-            let sni = tls_stream.get_ref().1.server_name().map(str::to_string);
+            drop(reading);
+            let conn = tls_stream.get_ref().1;
+            let sni = conn.server_name().map(str::to_string);
+            let h2 = conn.alpn_protocol() == Some(b"h2");
             let info = Arc::new(ConnInfo::new(remote, local_port, true, sni));
-            serve_http(tls_stream, info, shared, stop).await;
+            if h2 {
+                serve_http2(tls_stream, info, shared, stop).await;
+            } else {
+                serve_http(tls_stream, info, shared, stop, None).await;
+            }
         }
     }
 }
@@ -199,34 +162,53 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn split_handle(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
-    let std_stream = stream.into_std()?;
-    let raw = std_stream.try_clone()?;
-    Ok((TcpStream::from_std(std_stream)?, raw))
-}
-
-/// Serves HTTP on one connection until it closes; on `stop`, finishes the
-/// requests in flight and closes. Returns whether the connection ended on
-/// a header read timeout.
+/// HTTP/1.1 on one connection, or HTTP/2 if it opens with the preface.
 async fn serve_http<I>(
     io: I,
     info: Arc<ConnInfo>,
     shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    reading: Option<GaugeGuard<'_>>,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let ended = h1server::serve(io, info.clone(), shared.clone(), stop.clone(), reading).await;
+    if let Ended::Http2(io) = ended {
+        serve_http2(io, info, shared, stop).await;
+    }
+}
+
+/// Serves HTTP/2 on one connection until it closes; on `stop`, finishes
+/// the requests in flight and closes.
+async fn serve_http2<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> bool
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let svc_shared = shared.clone();
     let svc_info = info.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         svc_info.requests.fetch_add(1, Ordering::Relaxed);
-        pipeline::handle(svc_shared.clone(), svc_info.clone(), req)
+        // No body: an empty one, which boxes without allocating.
+        let req = req.map(|body| -> Body {
+            if http_body::Body::is_end_stream(&body) {
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed()
+            } else {
+                body.map_err(|e| Box::new(e) as _).boxed()
+            }
+        });
+        let (shared, info) = (svc_shared.clone(), svc_info.clone());
+        async move {
+            let resp = pipeline::handle(&shared, &info, req, None).await;
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
-    let io = framing::Watched::new(io, info.conflict.clone());
-    let conn = shared
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = shared.http2.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -235,14 +217,7 @@ where
             conn.await
         }
     };
-    match result {
-        Ok(()) => false,
-        Err(e) => {
-            let timed_out = e
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(|h| h.is_timeout());
-            tracing::debug!(error = %e, remote = %info.remote, "connection ended with an error");
-            timed_out
-        }
+    if let Err(e) = result {
+        tracing::debug!(error = %e, remote = %info.remote, "connection ended with an error");
     }
 }

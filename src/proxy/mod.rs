@@ -12,16 +12,19 @@ pub mod balancer;
 pub mod connector;
 pub mod errors;
 pub mod forward;
-pub mod framing;
 pub mod grpc;
 pub mod h1;
 pub mod h1body;
+pub mod h1incoming;
+pub mod h1parse;
+pub mod h1server;
 pub mod health;
 pub mod listener;
 pub mod peek;
 pub mod pipeline;
 pub mod pool;
 pub mod realip;
+pub mod rewind;
 pub mod snapshot;
 pub mod tls;
 pub mod websocket;
@@ -33,7 +36,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -80,7 +82,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub settings: ProxySettings,
     pub connections: Arc<Semaphore>,
-    pub http: auto::Builder<TokioExecutor>,
+    /// hyper's HTTP/2 server (h2c by prior knowledge, h2 by ALPN).
+    pub http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Access log and connection counters (observe).
     pub observer: Arc<crate::observe::Observer>,
     compiler: Compiler,
@@ -153,14 +156,14 @@ impl Proxy {
         let mut shared = Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             connections: Arc::new(Semaphore::new(connection_limit(&settings) as usize)),
-            http: auto::Builder::new(TokioExecutor::new()),
+            http2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
             settings,
             observer,
             compiler: Compiler::default(),
             certs,
             published_version: Arc::default(),
         };
-        shared.http = listener::builder(&shared);
+        shared.http2 = listener::http2_builder(&shared.settings);
         let current = states.borrow_and_update().clone();
         shared.publish(&current);
         Ok(Proxy {

@@ -5,18 +5,17 @@
 //! over). Everything the gateway answers itself goes through `own` (in
 //! gRPC's trailers-only form when the request is a gRPC call).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::balancer::HashInput;
 use super::errors;
 use super::forward::{self, ClientFacts, ForwardError, Forwarded, Guarded, UpstreamHead};
 use super::grpc::{self, GatewayStatus};
+use super::h1server::Upgrade;
 use super::listener::ConnInfo;
 use super::{aggregate, peek, realip, websocket, Shared};
 use crate::observe::access_log::Entry;
@@ -42,28 +41,27 @@ fn millis(d: Duration) -> HeaderValue {
     }
 }
 
-/// Serves one request; every outcome, error or not, is an HTTP answer.
-pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+/// A request the server refuses before it is routed (a head with both
+/// Content-Length and Transfer-Encoding: RFC 9112 §6.1 lets a proxy reject
+/// it, it is how requests are smuggled), answered and logged as the
+/// gateway's own.
+pub fn refuse(shared: &Shared, status: StatusCode, message: &str) -> Response<Body> {
     let start = Instant::now();
-    if conn.conflicting_lengths() && req.headers().contains_key(header::TRANSFER_ENCODING) {
-        // RFC 9112 §6.1: a proxy may reject such a request; it is how
-        // requests are smuggled. hyper closes the connection after it.
-        let reply = Reply::message(StatusCode::BAD_REQUEST, errors::BAD_REQUEST);
-        let resp = own(start, reply, false);
-        return Ok(observed(
-            &shared,
-            resp,
-            Entry::default(),
-            RequestFacts::new(start),
-        ));
-    }
+    let resp = own(start, Reply::message(status, message), false);
+    observed(shared, resp, Entry::default(), RequestFacts::new(start))
+}
+
+/// Serves one request; every outcome, error or not, is an HTTP answer.
+/// `upgrade`: the client's connection, offered when the request asks to
+/// switch protocols (HTTP/1.1 only).
+pub async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Body>,
+    upgrade: Option<Upgrade>,
+) -> Response<Body> {
+    let start = Instant::now();
     let snap = shared.snapshot.load_full();
-    let upgrade = (req.version() == http::Version::HTTP_11 && websocket::is_upgrade(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // A gRPC call gets the gateway's own answers in gRPC's shape.
     let grpc_call = grpc::is_call(parts.version, &parts.headers);
@@ -117,7 +115,7 @@ pub async fn handle(
             Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
             grpc_call,
         );
-        return Ok(observed(&shared, resp, log_entry, facts));
+        return observed(shared, resp, log_entry, facts);
     };
     let route = &found.route;
     if named {
@@ -126,12 +124,12 @@ pub async fn handle(
     let scheme = if conn.tls { "https" } else { "http" };
     if let Some(reply) = grpc::check_route(route, parts.version, &parts.headers, conn.tls) {
         let resp = own(start, reply, grpc_call);
-        return Ok(observed(&shared, resp, log_entry, facts));
+        return observed(shared, resp, log_entry, facts);
     }
     if !conn.tls && !router::accepts_plain(route) {
         let reply = wrong_protocol(route, host, &parts.uri);
         let resp = own(start, reply, grpc_call);
-        return Ok(observed(&shared, resp, log_entry, facts));
+        return observed(shared, resp, log_entry, facts);
     }
     let Some(entry) = route
         .service
@@ -144,7 +142,7 @@ pub async fn handle(
             Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
             grpc_call,
         );
-        return Ok(observed(&shared, resp, log_entry, facts));
+        return observed(shared, resp, log_entry, facts);
     };
     if named {
         facts.service = Some(
@@ -172,14 +170,6 @@ pub async fn handle(
         .flatten()
         .and_then(|t| start.checked_add(t));
     let mut ran: Vec<Arc<dyn Plugin>> = Vec::new();
-    // No body (most GETs): an empty one, which boxes without allocating.
-    let body: Body = if http_body::Body::is_end_stream(&body) {
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed()
-    } else {
-        body.map_err(|e| Box::new(e) as _).boxed()
-    };
     let mut body = if named {
         count_request_body(body, facts.bytes_in.clone())
     } else {
@@ -197,18 +187,16 @@ pub async fn handle(
                     body = rest;
                 }
                 Err(reply) => {
-                    return Ok(own_filtered(
-                        start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-                    ));
+                    return own_filtered(
+                        start, reply, ran, ctx, shared, log_entry, facts, grpc_call,
+                    );
                 }
             }
         }
         let answer = plugin.access(&mut ctx, &mut parts);
         ran.push(plugin);
         if let Some(reply) = answer {
-            return Ok(own_filtered(
-                start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-            ));
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
         }
     }
     if let Some(peeked) = ctx.body.take() {
@@ -282,23 +270,17 @@ pub async fn handle(
         };
         let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
-        return Ok(own_filtered(
-            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-        ));
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
     }
     let Ok(upstream_uri) = http::Uri::try_from(path_and_query) else {
         let reply = Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY);
-        return Ok(own_filtered(
-            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-        ));
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
     };
     // The upstream gets the client's deadline less the gateway's time.
     if let Some(at) = deadline {
         if !grpc::pass_remaining_timeout(&mut headers, at) {
             let reply = grpc::deadline_exceeded();
-            return Ok(own_filtered(
-                start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-            ));
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
         }
     }
     let mut upstream_req = Request::new(body);
@@ -331,9 +313,7 @@ pub async fn handle(
     let Some(answered) = answered else {
         facts.upstream_latency = Some(sent.elapsed());
         let reply = grpc::deadline_exceeded();
-        return Ok(own_filtered(
-            start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-        ));
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
     };
     let (mut resp, in_flight) = match answered {
         Ok(r) => r,
@@ -349,9 +329,7 @@ pub async fn handle(
                 ForwardError::Rejected(reply) => reply,
             };
             facts.upstream_latency = Some(sent.elapsed());
-            return Ok(own_filtered(
-                start, reply, ran, ctx, &shared, log_entry, facts, grpc_call,
-            ));
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
         }
     };
     let upstream_latency = sent.elapsed();
@@ -379,13 +357,13 @@ pub async fn handle(
     let guarded = Guarded::new(rbody, in_flight, read_timeout);
     // 6. Log, once the body is over.
     if logging {
-        describe(&ctx, &mut log_entry, &shared);
+        describe(&ctx, &mut log_entry, shared);
     }
     if ran.is_empty() && deadline.is_none() {
         // Nothing else wraps the upstream's body: boxed once, with the
         // access log's wrapper.
         let resp = Response::from_parts(rparts, guarded);
-        return Ok(observed(&shared, resp, log_entry, facts));
+        return observed(shared, resp, log_entry, facts);
     }
     let mut body = guarded.boxed();
     if let Some(at) = deadline {
@@ -399,7 +377,7 @@ pub async fn handle(
     }
     let body = Logged::wrap(body, ran, ctx, rparts.status);
     let resp = Response::from_parts(rparts, body);
-    Ok(observed(&shared, resp, log_entry, facts))
+    observed(shared, resp, log_entry, facts)
 }
 
 /// 426 (or Kong's redirect) for a route that wants HTTPS.

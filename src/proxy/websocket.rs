@@ -1,39 +1,25 @@
 //! WebSocket (and any HTTP/1.1 `Upgrade`) pass-through: once the upstream
-//! answers 101, both upgraded connections are spliced byte for byte.
+//! answers 101, both upgraded connections are spliced byte for byte. The
+//! HTTP/1.1 server (`h1server`) offers the client's side of a request that
+//! asks to switch; HTTP/2 requests never do.
 
-use http::{header, HeaderMap, Response};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
+use http::Response;
 
 use super::forward::Upstream;
-
-/// Whether the request asks to switch protocols.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
+use super::h1server::Upgrade;
 
 /// Splices the client's and the upstream's upgraded connections once both
 /// are ready (after the 101 has reached the client).
-pub fn tunnel(client: OnUpgrade, upstream: &mut Response<Upstream>) {
+pub fn tunnel(client: Upgrade, upstream: &mut Response<Upstream>) {
     let Some(mut upstream) = upstream.body_mut().take_upgrade() else {
         tracing::debug!("upgrade answered by an upstream that cannot switch");
         return;
     };
     tokio::spawn(async move {
-        let client = match client.await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
+        let Ok(mut client) = client.await else {
+            tracing::debug!("upgrade failed: the client connection was not handed over");
+            return;
         };
-        let mut client = TokioIo::new(client);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             tracing::debug!(error = %e, "upgraded connection ended");
         }

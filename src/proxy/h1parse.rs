@@ -1,0 +1,229 @@
+//! What both sides of our HTTP/1.1 (the upstream client `h1`, the client
+//! server `h1server`) share to read a message head: the deadline it must
+//! come by, reading more into a growing buffer, locating httparse's fields
+//! in the head's bytes, and turning them into a header map that shares
+//! those bytes (no copy per value) while noting what framing and
+//! persistence depend on, so that nothing is looked up in the map
+//! afterwards.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tokio::io::AsyncRead;
+use tokio::time::{Instant, Sleep};
+
+/// When the next head must have come, and the one timer per connection
+/// that enforces it: set at or before the deadline and moved only when it
+/// fired early, so that a request costs a comparison rather than a timer
+/// of its own.
+pub(crate) struct Deadline {
+    at: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Default for Deadline {
+    fn default() -> Deadline {
+        Deadline {
+            at: Instant::now(),
+            timer: None,
+        }
+    }
+}
+
+impl Deadline {
+    /// The next head must come by `at`.
+    pub(crate) fn set(&mut self, at: Instant) {
+        self.at = at;
+        match &mut self.timer {
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            // An earlier deadline must be seen in time; a later one is
+            // caught up with when the timer fires.
+            Some(t) if t.deadline() > at => t.as_mut().reset(at),
+            Some(_) => {}
+        }
+    }
+
+    /// Ready once the deadline passed (never before one was set).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= self.at {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(self.at);
+        }
+    }
+}
+
+/// First read size; doubled while reads fill it, up to a maximum.
+pub(crate) const MIN_READ: usize = 8 * 1024;
+
+/// Reads more from `io` into `buf`; `Ok(0)` at the end of the stream.
+/// `read_size` grows while reads fill the room given, up to `max`.
+pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    read_size: &mut usize,
+    max: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(*read_size);
+    }
+    let spare = buf.capacity() - buf.len();
+    let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf))?;
+    if n == spare && *read_size < max {
+        *read_size *= 2;
+    }
+    Poll::Ready(Ok(n))
+}
+
+/// Where `part` lies in `whole`, as a range (an empty part anywhere).
+pub(crate) fn span(whole: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    if part.is_empty() {
+        return Some((0, 0));
+    }
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some((start, end))
+}
+
+/// The offsets of parsed fields' names and values in `head` (into
+/// `spans`, cleared first); false if one lies outside it.
+pub(crate) fn field_spans(
+    head: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut Vec<[usize; 4]>,
+) -> bool {
+    spans.clear();
+    for f in fields {
+        let (Some(name), Some(value)) = (span(head, f.name.as_bytes()), span(head, f.value)) else {
+            return false;
+        };
+        spans.push([name.0, name.1, value.0, value.1]);
+    }
+    true
+}
+
+/// What the framing and connection headers of a head said.
+#[derive(Default)]
+pub(crate) struct Facts {
+    /// Content-Length: absent, one number, or bad/conflicting values.
+    pub length: Option<Result<u64, ()>>,
+    /// Transfer-Encoding present; whether its last coding is chunked.
+    pub chunked: Option<bool>,
+    /// `Connection` lists `close`, `keep-alive`, `upgrade`.
+    pub close: bool,
+    pub keep_alive: bool,
+    pub conn_upgrade: bool,
+    /// An `Upgrade` header.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`.
+    pub expect: bool,
+}
+
+/// The header map of a frozen head from its field spans, with `room` for
+/// fields added later; the facts noted on the way.
+pub(crate) fn header_map(
+    head: &Bytes,
+    spans: &[[usize; 4]],
+    room: usize,
+) -> Result<(HeaderMap, Facts), &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + room);
+    let mut facts = Facts::default();
+    for &[n0, n1, v0, v1] in spans {
+        let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "bad header name")?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad header value")?;
+        let bytes = value.as_bytes();
+        if name == header::CONTENT_LENGTH {
+            facts.length = Some(add_length(facts.length, bytes));
+        } else if name == header::TRANSFER_ENCODING {
+            let last = bytes.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            facts.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            facts.close |= lists(bytes, "close");
+            facts.keep_alive |= lists(bytes, "keep-alive");
+            facts.conn_upgrade |= lists(bytes, "upgrade");
+        } else if name == header::UPGRADE {
+            facts.upgrade = true;
+        } else if name == header::EXPECT {
+            facts.expect = bytes.eq_ignore_ascii_case(b"100-continue");
+        }
+        headers.append(name, value);
+    }
+    Ok((headers, facts))
+}
+
+/// One more Content-Length value (a list, maybe) after those seen so far:
+/// all must be the same decimal number.
+pub(crate) fn add_length(seen: Option<Result<u64, ()>>, value: &[u8]) -> Result<u64, ()> {
+    let mut found = match seen {
+        Some(Err(())) => return Err(()),
+        Some(Ok(n)) => Some(n),
+        None => None,
+    };
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 {
+            return Err(());
+        }
+        let mut n: u64 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return Err(());
+            }
+            n = n * 10 + u64::from(b - b'0');
+        }
+        if found.is_some_and(|f| f != n) {
+            return Err(());
+        }
+        found = Some(n);
+    }
+    found.ok_or(())
+}
+
+/// Whether a comma-separated header value lists `token`.
+pub(crate) fn lists(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_lengths_must_agree() {
+        assert_eq!(add_length(None, b"42"), Ok(42));
+        assert_eq!(add_length(None, b"42, 42"), Ok(42));
+        assert_eq!(add_length(Some(Ok(42)), b"42"), Ok(42));
+        for bad in [
+            &b""[..],
+            b"4 2",
+            b"-1",
+            b"+1",
+            b"42, 43",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(
+                add_length(None, bad),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(add_length(Some(Ok(1)), b"2"), Err(()));
+        assert!(lists(b"keep-alive, Close", "close"));
+        assert!(!lists(b"closed", "close"));
+    }
+}
