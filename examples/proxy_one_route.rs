@@ -6,7 +6,8 @@
 //!
 //! Tokio's multi-thread runtime (`TOKIO_WORKER_THREADS` workers), as the
 //! node runs; `PROXY_RUNTIME=current_thread` runs everything on the main
-//! thread instead, to compare the two.
+//! thread instead, to compare the two. The allocator is the node's
+//! (jemalloc, `src/main.rs`), so that the bench measures what ships.
 
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ use raftgate::model::{Command, Entity, EntityKind, Proposal, State};
 use raftgate::proxy::{serve, ProxySettings};
 use serde_json::json;
 use uuid::Uuid;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::io::Result<()> {
     let runtime = match std::env::var("PROXY_RUNTIME").as_deref() {

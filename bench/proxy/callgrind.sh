@@ -79,7 +79,9 @@ for line in open(path, errors="replace"):
             cur = names.get(m.group(2), "")
         continue
     if line.startswith("calls=") and cur is not None:
-        if cur in ("malloc", "calloc", "realloc"):
+        # glibc's entry points, and jemalloc's (the node's allocator).
+        if cur in ("malloc", "calloc", "realloc", "_rjem_malloc", "_rjem_mallocx",
+                   "_rjem_calloc", "_rjem_realloc", "_rjem_rallocx"):
             allocs += int(line[6:].split()[0])
         cur = None
 print(f"{name}: {requests} requests, {total / requests:,.0f} Ir/request, {allocs / requests:.1f} allocations/request")

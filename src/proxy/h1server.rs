@@ -26,6 +26,9 @@
 //!   what was read ahead, to the pipeline's upgrade.
 //! - On `stop`: an idle connection closes at once, the request in flight
 //!   is finished and answered with `Connection: close`.
+//! - Not watched for: a client closing while its request is at the
+//!   upstream is noticed when the answer is written (an extra read per
+//!   request would notice sooner); writes have no time limit, as before.
 
 use std::future::{poll_fn, Future};
 use std::io;
