@@ -45,7 +45,9 @@ use tokio::time::Instant;
 use super::connector::Stream;
 use super::forward::Forwarded;
 use super::h1body::{Chunk, Framing, Malformed, Step};
-use super::h1parse::{add_length, field_spans, header_map, poll_fill, Deadline, Facts, MIN_READ};
+use super::h1parse::{
+    add_length, field_spans, header_map, poll_fill, Deadline, Facts, Hops, MIN_READ,
+};
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
 
@@ -333,7 +335,7 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
     let status = StatusCode::from_u16(code).map_err(|_| Malformed("bad status"))?;
     // Room for what the pipeline adds (Via, the latency headers, a
     // plugin's few) without growing the map.
-    let (headers, facts) = header_map(&head, spans, 6).map_err(Malformed)?;
+    let (headers, facts) = header_map(&head, spans, 6, Hops::DropPersistence).map_err(Malformed)?;
     let version = if minor == 1 {
         Version::HTTP_11
     } else {

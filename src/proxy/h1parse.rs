@@ -129,12 +129,35 @@ pub(crate) struct Facts {
     pub expect: bool,
 }
 
+/// Which hop-by-hop fields `header_map` leaves out of the map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hops {
+    /// All kept (a client's request: plugins and logs see it as sent).
+    Keep,
+    /// `Keep-Alive`, and a `Connection` that only says `close` or
+    /// `keep-alive`, are left out once noted in the facts (an upstream's
+    /// response: they concern only the gateway's connection, and removing
+    /// them from a built map costs more than the rest of its hop-by-hop
+    /// handling). Any other `Connection` is kept for the hop-by-hop pass,
+    /// which also removes the fields it names.
+    DropPersistence,
+}
+
+/// Whether every token of a `Connection` value is `close` or `keep-alive`.
+fn persistence_only(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+    })
+}
+
 /// The header map of a frozen head from its field spans, with `room` for
 /// fields added later; the facts noted on the way.
 pub(crate) fn header_map(
     head: &Bytes,
     spans: &[[usize; 4]],
     room: usize,
+    hops: Hops,
 ) -> Result<(HeaderMap, Facts), &'static str> {
     let mut headers = HeaderMap::with_capacity(spans.len() + room);
     let mut facts = Facts::default();
@@ -152,6 +175,11 @@ pub(crate) fn header_map(
             facts.close |= lists(bytes, "close");
             facts.keep_alive |= lists(bytes, "keep-alive");
             facts.conn_upgrade |= lists(bytes, "upgrade");
+            if hops == Hops::DropPersistence && persistence_only(bytes) {
+                continue;
+            }
+        } else if hops == Hops::DropPersistence && name.as_str() == "keep-alive" {
+            continue;
         } else if name == header::UPGRADE {
             facts.upgrade = true;
         } else if name == header::EXPECT {
@@ -225,5 +253,49 @@ mod tests {
         assert_eq!(add_length(Some(Ok(1)), b"2"), Err(()));
         assert!(lists(b"keep-alive, Close", "close"));
         assert!(!lists(b"closed", "close"));
+    }
+
+    /// The map of a head given as `name: value` lines.
+    fn map_of(fields: &[(&str, &str)], hops: Hops) -> (HeaderMap, Facts) {
+        let mut text = String::new();
+        let mut spans = Vec::new();
+        for (name, value) in fields {
+            let n0 = text.len();
+            text.push_str(name);
+            let n1 = text.len();
+            text.push_str(": ");
+            let v0 = text.len();
+            text.push_str(value);
+            spans.push([n0, n1, v0, text.len()]);
+            text.push_str("\r\n");
+        }
+        header_map(&Bytes::from(text), &spans, 0, hops).unwrap()
+    }
+
+    #[test]
+    fn persistence_fields_are_noted_and_left_out_of_an_upstream_map_only() {
+        let fields = [
+            ("Connection", "Keep-Alive"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-A", "1"),
+        ];
+        let (map, facts) = map_of(&fields, Hops::DropPersistence);
+        assert!(facts.keep_alive && !facts.close);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["x-a"], "1");
+        // A client's request keeps them all.
+        let (map, facts) = map_of(&fields, Hops::Keep);
+        assert!(facts.keep_alive);
+        assert_eq!(map.len(), 3);
+        // A Connection naming other fields stays for the hop-by-hop pass.
+        let (map, facts) = map_of(
+            &[("Connection", "close, X-Secret"), ("X-Secret", "s")],
+            Hops::DropPersistence,
+        );
+        assert!(facts.close);
+        assert_eq!(map["connection"], "close, X-Secret");
+        let (map, facts) = map_of(&[("Connection", "Upgrade")], Hops::DropPersistence);
+        assert!(facts.conn_upgrade);
+        assert_eq!(map["connection"], "Upgrade");
     }
 }

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 use super::h1body::{Chunk, Framing};
 use super::h1incoming::{self, Continue, Incoming, Wire};
-use super::h1parse::{add_length, field_spans, header_map, lists, span, Deadline};
+use super::h1parse::{add_length, field_spans, header_map, lists, span, Deadline, Hops};
 use super::listener::ConnInfo;
 use super::rewind::{ClientIo, Rewound};
 use super::{errors, pipeline, Shared};
@@ -148,7 +148,7 @@ fn parse_head(
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| Refused::Bad)?;
     // Room for what the pipeline adds (the forwarded headers go into the
     // upstream head, not the map) without growing it.
-    let (headers, facts) = header_map(&head, spans, 4).map_err(|_| Refused::Bad)?;
+    let (headers, facts) = header_map(&head, spans, 4, Hops::Keep).map_err(|_| Refused::Bad)?;
     let http11 = minor == 1;
     let conflict = facts.chunked.is_some() && facts.length.is_some();
     let body = match (facts.chunked, facts.length) {
