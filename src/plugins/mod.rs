@@ -49,6 +49,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A streaming body as it flows through the gateway (either direction).
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// A body with nothing in it (boxing it allocates nothing).
+pub fn empty_body() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// An answer produced by the gateway itself (a plugin short-circuiting, or
 /// an error). Small and fully buffered by nature.
 #[derive(Clone, Debug)]

@@ -20,7 +20,7 @@ use super::errors;
 use super::forward::{self, UpstreamHead};
 use super::snapshot::Snapshot;
 use crate::model::Aggregation;
-use crate::plugins::{Body, Reply};
+use crate::plugins::Reply;
 
 /// Largest backend body read (beyond: that part fails).
 const PART_LIMIT: usize = 8 * 1024 * 1024;
@@ -82,10 +82,6 @@ pub fn substitute(template: &str, params: &HashMap<String, String>) -> String {
     out
 }
 
-fn empty() -> Body {
-    http_body_util::Empty::new().map_err(|n| match n {}).boxed()
-}
-
 /// Calls one backend; its JSON body or why it is missing.
 async fn call(
     snap: &Snapshot,
@@ -113,13 +109,12 @@ async fn call(
         path_and_query,
         headers,
     };
-    let (resp, in_flight) =
-        forward::send(entry, &head, empty(), hash)
-            .await
-            .map_err(|e| match e {
-                forward::ForwardError::Timeout => Miss::Timeout,
-                _ => Miss::Failed,
-            })?;
+    let (resp, in_flight) = forward::send(entry, &head, crate::plugins::empty_body(), hash)
+        .await
+        .map_err(|e| match e {
+            forward::ForwardError::Timeout => Miss::Timeout,
+            _ => Miss::Failed,
+        })?;
     if !resp.status().is_success() {
         return Err(Miss::Failed);
     }

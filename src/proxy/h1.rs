@@ -683,10 +683,6 @@ mod tests {
         req
     }
 
-    fn empty() -> Body {
-        http_body_util::Empty::new().map_err(|n| match n {}).boxed()
-    }
-
     fn full(b: &'static str) -> Body {
         http_body_util::Full::new(Bytes::from_static(b.as_bytes()))
             .map_err(|n| match n {})
@@ -697,7 +693,7 @@ mod tests {
     fn request_heads_are_framed_as_hyper_frames_them() {
         let mut out = Vec::new();
         let e = encode_head(
-            &request(Method::GET, &[("host", "u")], empty()),
+            &request(Method::GET, &[("host", "u")], crate::plugins::empty_body()),
             None,
             &mut out,
         );

@@ -794,9 +794,7 @@ where
         } else {
             conn.seq += 1;
             let body: Body = if framing.is_done() {
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed()
+                crate::plugins::empty_body()
             } else {
                 conn.expect_body(framing, expect);
                 Incoming::new(conn.wire.clone(), conn.seq).boxed()
@@ -964,11 +962,7 @@ mod tests {
             http10: false,
             keep: true,
         };
-        let empty = || -> Body {
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed()
-        };
+        let empty = crate::plugins::empty_body;
         let unknown = || -> Body {
             http_body_util::StreamBody::new(futures::stream::pending::<
                 Result<Frame<Bytes>, crate::plugins::BoxError>,

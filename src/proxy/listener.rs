@@ -195,9 +195,7 @@ async fn serve_http2<I>(
         // No body: an empty one, which boxes without allocating.
         let req = req.map(|body| -> Body {
             if http_body::Body::is_end_stream(&body) {
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed()
+                crate::plugins::empty_body()
             } else {
                 body.map_err(|e| Box::new(e) as _).boxed()
             }
