@@ -401,3 +401,82 @@ async fn the_read_timeout_holds_for_each_request_on_a_pooled_connection() {
     assert_eq!(get(&c, p.http, "/", &[]).await.status, 200);
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
+
+/// The response header lines of a raw answer, names lowercased, sorted;
+/// the latencies' values left out (they vary).
+fn header_lines(answer: &str) -> Vec<String> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    let mut lines: Vec<String> = head
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (name, value) = l.split_once(':').unwrap_or((l, ""));
+            let name = name.to_ascii_lowercase();
+            match name.as_str() {
+                "x-kong-upstream-latency" | "x-kong-proxy-latency" | "date" => name,
+                _ => format!("{name}:{}", value.trim()),
+            }
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn upstream_response_fields_pass_alike_with_and_without_plugins() {
+    // A response passes on without a header map when no plugin runs, and
+    // through one when a plugin does: on the wire, the client sees the
+    // same fields either way, hop-by-hop ones and the upstream's own
+    // latency figures removed, its Via kept beside ours.
+    let (up, _) = scripted(|head| {
+        let connection = if head.contains("/named") {
+            "Connection: keep-alive, X-Private\r\nX-Private: secret\r\n"
+        } else {
+            "Connection: keep-alive\r\n"
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{connection}Keep-Alive: timeout=5\r\n\
+             Proxy-Authenticate: Basic\r\nUpgrade: h2c\r\nVia: 1.1 cache\r\n\
+             X-Kong-Upstream-Latency: 999\r\nX-Kong-Proxy-Latency: 999\r\n\
+             Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok"
+        );
+        (answer.into_bytes(), false)
+    })
+    .await;
+    let mut e = service_and_route(1, 11, &up.to_string(), json!({"paths": ["/plain"]}));
+    e.extend(service_and_route(
+        2,
+        12,
+        &up.to_string(),
+        json!({"paths": ["/plugged"]}),
+    ));
+    e.push((
+        "plugins",
+        json!({"id": id(70), "name": "request-size-limiting", "route": {"id": id(12)},
+        "config": {"allowed_payload_size": 1, "size_unit": "kilobytes"}}),
+    ));
+    let p = start(state(&e)).await;
+    let mut seen = Vec::new();
+    for path in ["/plain", "/plugged", "/plain/named", "/plugged/named"] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let answer = raw_exchange(p.http, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+        seen.push(header_lines(&answer));
+    }
+    let expected = [
+        "connection:close",
+        "content-length:2",
+        "content-type:text/plain",
+        "date",
+        "set-cookie:a=1",
+        "set-cookie:b=2",
+        "via:1.1 cache",
+        "via:1.1 raftgate",
+        "x-kong-proxy-latency",
+        "x-kong-upstream-latency",
+    ];
+    for lines in &seen {
+        assert_eq!(lines, &expected);
+    }
+}

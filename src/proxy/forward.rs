@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::balancer::HashInput;
 use super::connector::Connector;
 use super::h1::{Upgraded, UpstreamBody};
+use super::h1parse::RawFields;
 use super::health::{InFlight, Outcome, TargetHealth, Thresholds};
 use super::pool::Pool;
 use super::snapshot::ServiceEntry;
@@ -170,6 +171,15 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     }
 }
 
+/// Whether a field's name, in any case, is one of `HOP_BY_HOP`.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+    match name.len() {
+        2 | 7 | 10 | 16 | 17 | 18 => HOP_BY_HOP.iter().any(is),
+        _ => false,
+    }
+}
+
 /// Removes hop-by-hop headers (and those the Connection header names);
 /// with `upgrade`, keeps `Upgrade` and sends `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -216,8 +226,9 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_inclusive(']').next().unwrap_or(host);
     }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+    // By bytes: `rsplit_once(':')` costs a searcher set up per call.
+    match host.bytes().rposition(|b| b == b':') {
+        Some(i) if host.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
         _ => host,
     }
 }
@@ -381,7 +392,7 @@ pub async fn send(
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = head.headers.clone();
-    send_request(entry, req, None, hash.consumer, hash.ip).await
+    send_request(entry, req, None, hash.consumer, hash.ip, false).await
 }
 
 /// Where one attempt goes: a target of the balancer, or the service's host.
@@ -457,13 +468,16 @@ impl Passive<'_> {
 /// (hashing on the client's headers); retries (up to the service's `retries`) only requests
 /// that did not reach the upstream: a failed connect, or a connection lost
 /// before the request was written. The request travels whole from one
-/// attempt to the next; nothing is copied.
+/// attempt to the next; nothing is copied. `pass_fields`: an HTTP/1.1
+/// upstream's response fields may be left out of its map
+/// (`Upstream::take_fields`).
 pub async fn send_request(
     entry: &ServiceEntry,
     mut req: Request<Body>,
     forwarded: Option<&Forwarded<'_>>,
     consumer: Option<uuid::Uuid>,
     ip: Option<std::net::IpAddr>,
+    pass_fields: bool,
 ) -> Result<(Response<Upstream>, Option<InFlight>), ForwardError> {
     let pool = match &entry.client {
         UpstreamClient::H1(pool) => pool,
@@ -482,7 +496,10 @@ pub async fn send_request(
             pick(entry, consumer, ip, req.headers()).ok_or(ForwardError::NoPeer)?;
         let passive = Passive::new(entry, health);
         let in_flight = health.map(|h| InFlight::new(h.clone()));
-        match pool.send(https, addr, req, read_timeout, forwarded).await {
+        match pool
+            .send(https, addr, req, read_timeout, forwarded, pass_fields)
+            .await
+        {
             Ok(resp) => {
                 passive.answered(resp.status());
                 return Ok((resp.map(Upstream::H1), in_flight));
@@ -580,6 +597,14 @@ pub enum Upstream {
 }
 
 impl Upstream {
+    /// The response head's fields, when they were left out of its map.
+    pub fn take_fields(&mut self) -> Option<RawFields> {
+        match self {
+            Upstream::H1(b) => b.take_fields(),
+            Upstream::H2(_) => None,
+        }
+    }
+
     /// After a 101 from an HTTP/1.1 upstream: its connection.
     pub fn take_upgrade(&mut self) -> Option<Upgraded> {
         match self {
@@ -853,12 +878,28 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8000"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("example.com:"), "example.com");
+        assert_eq!(strip_port("[::1]:8000"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a:b"), "a:b");
+    }
+
+    #[test]
     fn hop_index_names_the_hop_by_hop_headers() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_index(name), Some(i), "{name}");
         }
         assert_eq!(hop_index(&header::CONTENT_LENGTH), None);
         assert_eq!(hop_index(&HeaderName::from_static("x-connection")), None);
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(is_hop_by_hop(name.as_str().to_uppercase().as_bytes()));
+        }
+        assert!(!is_hop_by_hop(b"content-length"));
+        assert!(!is_hop_by_hop(b"x-connection"));
     }
 
     #[test]

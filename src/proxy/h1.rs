@@ -46,7 +46,8 @@ use super::connector::Stream;
 use super::forward::Forwarded;
 use super::h1body::{Chunk, Framing, Malformed, Step};
 use super::h1parse::{
-    add_length, field_spans, header_map, poll_fill, Deadline, Facts, Hops, MIN_READ,
+    add_length, field_spans, header_map, poll_fill, raw_fields, Deadline, Facts, Hops, RawFields,
+    MIN_READ,
 };
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
@@ -80,15 +81,17 @@ pub struct Failed {
 }
 
 impl Conn {
-    pub fn new(io: Stream) -> Conn {
-        Conn {
+    /// Boxed: a connection moves with every response that reads from
+    /// it, and between the pool and its exchanges.
+    pub fn new(io: Stream) -> Box<Conn> {
+        Box::new(Conn {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
             spans: Vec::new(),
             read_size: MIN_READ,
             deadline: Deadline::default(),
-        }
+        })
     }
 
     /// Whether an idle connection may carry a request: still open, and
@@ -294,17 +297,25 @@ impl Sending {
     }
 }
 
-/// A parsed response head.
+/// A parsed response head: its fields in a map, or left as they came
+/// (`raw`, the map empty).
 struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    raw: Option<RawFields>,
     framing: Facts,
 }
 
 /// Parses a response head off the front of `buf` (`None`: incomplete).
-/// `spans` is scratch space, kept by the connection to reuse.
-fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<Head>, Malformed> {
+/// `spans` is scratch space, kept by the connection to reuse. With
+/// `pass_fields`, the fields are left unbuilt where they can be (not in
+/// a 101, nor when `Connection` names fields to remove).
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut Vec<[usize; 4]>,
+    pass_fields: bool,
+) -> Result<Option<Head>, Malformed> {
     // Offsets of names and values, so that the head's bytes can be frozen
     // once and shared by the header values.
     let (len, code, minor) = {
@@ -333,9 +344,21 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| Malformed("bad status"))?;
-    // Room for what the pipeline adds (Via, the latency headers, a
-    // plugin's few) without growing the map.
-    let (headers, facts) = header_map(&head, spans, 6, Hops::DropPersistence).map_err(Malformed)?;
+    let raw = if pass_fields && status != StatusCode::SWITCHING_PROTOCOLS {
+        raw_fields(&head, spans)
+    } else {
+        None
+    };
+    let (headers, raw, facts) = match raw {
+        Some((raw, facts)) => (HeaderMap::new(), Some(raw), facts),
+        None => {
+            // Room for what the pipeline adds (Via, the latency headers, a
+            // plugin's few) without growing the map.
+            let (headers, facts) =
+                header_map(&head, spans, 6, Hops::DropPersistence).map_err(Malformed)?;
+            (headers, None, facts)
+        }
+    };
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
@@ -345,6 +368,7 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
         status,
         version,
         headers,
+        raw,
         framing: facts,
     }))
 }
@@ -382,13 +406,16 @@ fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), Malformed> {
 /// Sends `req` on `conn` and reads the response head, which must come by
 /// `deadline` (else an error of kind `TimedOut`); the response body reads
 /// on from the same connection, which `back` takes back if it is fit for
-/// another request once the body is over.
+/// another request once the body is over. With `pass_fields`, the
+/// response's fields are left unbuilt where they can be: the map is
+/// empty and the body hands them over (`UpstreamBody::take_fields`).
 pub async fn exchange(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     req: Request<Body>,
     forwarded: Option<&Forwarded<'_>>,
     back: Back,
     deadline: Instant,
+    pass_fields: bool,
 ) -> Result<Response<UpstreamBody>, Failed> {
     conn.deadline.set(deadline);
     let mut head = std::mem::take(&mut conn.head);
@@ -426,7 +453,7 @@ pub async fn exchange(
             return Err(sent_failure(e));
         }
     }
-    let head = poll_fn(|cx| poll_head(&mut conn, &mut sending, cx))
+    let head = poll_fn(|cx| poll_head(&mut conn, &mut sending, pass_fields, cx))
         .await
         .map_err(|error| Failed {
             error,
@@ -448,6 +475,7 @@ pub async fn exchange(
         keep,
         back: Some(back),
         upgrade: switching,
+        fields: head.raw,
     });
     *resp.status_mut() = head.status;
     *resp.version_mut() = head.version;
@@ -469,6 +497,7 @@ fn sent_failure(e: io::Error) -> Failed {
 fn poll_head(
     conn: &mut Conn,
     sending: &mut Option<Sending>,
+    pass_fields: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Head, BoxError>> {
     let mut fresh = !conn.buf.is_empty();
@@ -480,7 +509,7 @@ fn poll_head(
             }
         }
         if fresh {
-            if let Some(head) = parse_head(&mut conn.buf, &mut conn.spans)? {
+            if let Some(head) = parse_head(&mut conn.buf, &mut conn.spans, pass_fields)? {
                 // 100 Continue, 102, 103: not the answer; 101 is.
                 if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
                 {
@@ -511,7 +540,7 @@ fn poll_head(
 /// side polls it.
 pub struct UpstreamBody {
     /// `None` once the body is over (the connection went back or closed).
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     /// The request body, while it is still being sent.
     sending: Option<Sending>,
     framing: Framing,
@@ -520,6 +549,8 @@ pub struct UpstreamBody {
     back: Option<Back>,
     /// A 101: the connection belongs to the upgrade.
     upgrade: bool,
+    /// The response head's fields, when left unbuilt.
+    fields: Option<RawFields>,
 }
 
 impl UpstreamBody {
@@ -535,6 +566,12 @@ impl UpstreamBody {
                 back.put(conn);
             }
         }
+    }
+
+    /// The response head's fields, when `exchange` was asked to leave
+    /// them out of the map and could.
+    pub fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
     }
 
     /// After a 101: the upstream connection, for the tunnel.
@@ -626,7 +663,7 @@ impl HttpBody for UpstreamBody {
 /// An upstream connection switched to another protocol: the bytes that
 /// came after the 101 first, then the socket.
 pub struct Upgraded {
-    conn: Conn,
+    conn: Box<Conn>,
 }
 
 impl AsyncRead for Upgraded {
@@ -723,7 +760,9 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"[..],
         );
-        let head = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        let head = parse_head(&mut buf, &mut Vec::new(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(head.status, 200);
         assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(&buf[..], b"hello");
@@ -739,11 +778,15 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
         );
-        let head = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        let head = parse_head(&mut buf, &mut Vec::new(), false)
+            .unwrap()
+            .unwrap();
         assert!(framing(&head, &Method::GET).is_err());
 
         let mut buf = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]);
-        let head = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        let head = parse_head(&mut buf, &mut Vec::new(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             framing(&head, &Method::GET).unwrap(),
             (Framing::Close, false)
@@ -752,25 +795,31 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"[..],
         );
-        let head = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        let head = parse_head(&mut buf, &mut Vec::new(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             framing(&head, &Method::GET).unwrap(),
             (Framing::Chunked(Chunk::Size), false)
         );
 
         let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\r\nx-empty:\r\nx-b: 1\r\n\r\n"[..]);
-        let head = parse_head(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        let head = parse_head(&mut buf, &mut Vec::new(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(head.headers["x-empty"], "");
         assert_eq!(head.headers["x-b"], "1");
 
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx: y\r\n"[..]);
-        assert!(parse_head(&mut partial, &mut Vec::new()).unwrap().is_none());
+        assert!(parse_head(&mut partial, &mut Vec::new(), false)
+            .unwrap()
+            .is_none());
         for bad in [
             &b"HTTP/1.1 20 OK\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nx y\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
-            assert!(parse_head(&mut BytesMut::from(bad), &mut Vec::new()).is_err());
+            assert!(parse_head(&mut BytesMut::from(bad), &mut Vec::new(), false).is_err());
         }
     }
 
@@ -790,7 +839,7 @@ mod tests {
             let mut input: Vec<u8> = b"HTTP/1.1 200 OK\r\n".to_vec();
             input.extend((0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]));
             let mut buf = BytesMut::from(&input[..]);
-            if let Ok(Some(head)) = parse_head(&mut buf, &mut Vec::new()) {
+            if let Ok(Some(head)) = parse_head(&mut buf, &mut Vec::new(), false) {
                 let _ = framing(&head, &Method::GET);
             }
             let mut buf = BytesMut::from(&input[17..]);

@@ -2,9 +2,10 @@
 //! server `h1server`) share to read a message head: the deadline it must
 //! come by, reading more into a growing buffer, locating httparse's fields
 //! in the head's bytes, and turning them into a header map that shares
-//! those bytes (no copy per value) while noting what framing and
-//! persistence depend on, so that nothing is looked up in the map
-//! afterwards.
+//! those bytes (no copy per value), or leaving them unbuilt (`RawFields`,
+//! for a response passed on as it came), while noting what framing and
+//! persistence depend on, so that nothing is looked up afterwards. Also
+//! the decimal digits both sides write.
 
 use std::future::Future;
 use std::io;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncRead;
 use tokio::time::{Instant, Sleep};
 
@@ -103,6 +104,7 @@ pub(crate) fn field_spans(
     spans: &mut Vec<[usize; 4]>,
 ) -> bool {
     spans.clear();
+    spans.reserve(fields.len());
     for f in fields {
         let (Some(name), Some(value)) = (span(head, f.name.as_bytes()), span(head, f.value)) else {
             return false;
@@ -143,12 +145,67 @@ pub(crate) enum Hops {
     DropPersistence,
 }
 
-/// Whether every token of a `Connection` value is `close` or `keep-alive`.
-fn persistence_only(value: &[u8]) -> bool {
-    value.split(|&b| b == b',').all(|t| {
-        let t = t.trim_ascii();
-        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-    })
+/// The fields framing and persistence depend on, known by name in any
+/// case (a map's names are lowercase, a raw head's are as sent).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    Upgrade,
+    Expect,
+    Other,
+}
+
+impl Field {
+    pub(crate) fn of(name: &[u8]) -> Field {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            14 if is("content-length") => Field::ContentLength,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::KeepAlive,
+            7 if is("upgrade") => Field::Upgrade,
+            6 if is("expect") => Field::Expect,
+            _ => Field::Other,
+        }
+    }
+}
+
+impl Facts {
+    /// Notes one field; whether it concerns only the persistence of the
+    /// connection it came on (`Keep-Alive`, a `Connection` saying only
+    /// `close` or `keep-alive`).
+    fn note(&mut self, field: Field, value: &[u8]) -> bool {
+        match field {
+            Field::ContentLength => self.length = Some(add_length(self.length, value)),
+            Field::TransferEncoding => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            Field::Connection => {
+                // One pass over the tokens: a response's usual field.
+                let mut persistence_only = true;
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive = true;
+                    } else {
+                        self.conn_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                        persistence_only = false;
+                    }
+                }
+                return persistence_only;
+            }
+            Field::KeepAlive => return true,
+            Field::Upgrade => self.upgrade = true,
+            Field::Expect => self.expect = value.eq_ignore_ascii_case(b"100-continue"),
+            Field::Other => {}
+        }
+        false
+    }
 }
 
 /// The header map of a frozen head from its field spans, with `room` for
@@ -165,29 +222,47 @@ pub(crate) fn header_map(
         let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| "bad header name")?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| "bad header value")?;
-        let bytes = value.as_bytes();
-        if name == header::CONTENT_LENGTH {
-            facts.length = Some(add_length(facts.length, bytes));
-        } else if name == header::TRANSFER_ENCODING {
-            let last = bytes.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            facts.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            facts.close |= lists(bytes, "close");
-            facts.keep_alive |= lists(bytes, "keep-alive");
-            facts.conn_upgrade |= lists(bytes, "upgrade");
-            if hops == Hops::DropPersistence && persistence_only(bytes) {
-                continue;
-            }
-        } else if hops == Hops::DropPersistence && name.as_str() == "keep-alive" {
+        let persistence = facts.note(Field::of(name.as_str().as_bytes()), value.as_bytes());
+        if persistence && hops == Hops::DropPersistence {
             continue;
-        } else if name == header::UPGRADE {
-            facts.upgrade = true;
-        } else if name == header::EXPECT {
-            facts.expect = bytes.eq_ignore_ascii_case(b"100-continue");
         }
         headers.append(name, value);
     }
     Ok((headers, facts))
+}
+
+/// A head's fields as they came, for a response passed on without a
+/// header map: the frozen head and where each name and value lie in it.
+/// httparse checked them as `HeaderName` and `HeaderValue` would: names
+/// are tokens, values hold no control character but tab.
+pub struct RawFields {
+    head: Bytes,
+    spans: Vec<[usize; 4]>,
+}
+
+impl RawFields {
+    /// Each field as `(name, value)`, in order, the name in its case.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|&[n0, n1, v0, v1]| (&self.head[n0..n1], &self.head[v0..v1]))
+    }
+}
+
+/// The facts of a frozen head's fields, and the fields themselves left
+/// unbuilt (`spans` is taken). `None` when a `Connection` field names
+/// other fields: removing those takes the map and the hop-by-hop pass.
+pub(crate) fn raw_fields(head: &Bytes, spans: &mut Vec<[usize; 4]>) -> Option<(RawFields, Facts)> {
+    let mut facts = Facts::default();
+    for &[n0, n1, v0, v1] in spans.iter() {
+        let field = Field::of(&head[n0..n1]);
+        if !facts.note(field, &head[v0..v1]) && field == Field::Connection {
+            return None;
+        }
+    }
+    let spans = std::mem::take(spans);
+    let head = head.clone();
+    Some((RawFields { head, spans }, facts))
 }
 
 /// One more Content-Length value (a list, maybe) after those seen so far:
@@ -218,6 +293,19 @@ pub(crate) fn add_length(seen: Option<Result<u64, ()>>, value: &[u8]) -> Result<
     found.ok_or(())
 }
 
+/// `n` in decimal, in the end of `buf`.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// Whether a comma-separated header value lists `token`.
 pub(crate) fn lists(value: &[u8], token: &str) -> bool {
     value
@@ -228,6 +316,14 @@ pub(crate) fn lists(value: &[u8], token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        let mut buf = [0; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1234567, &mut buf), b"1234567");
+        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string().as_bytes());
+    }
 
     #[test]
     fn content_lengths_must_agree() {

@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use http::header::{self, HeaderName};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -50,8 +50,9 @@ use tokio::time::Instant;
 
 use super::h1body::{Chunk, Framing};
 use super::h1incoming::{self, Continue, Incoming, Wire};
-use super::h1parse::{add_length, field_spans, header_map, lists, span, Deadline, Hops};
+use super::h1parse::{add_length, decimal, field_spans, header_map, lists, span, Deadline, Hops};
 use super::listener::ConnInfo;
+use super::passthrough::{Answer, Passed};
 use super::rewind::{ClientIo, Rewound};
 use super::{errors, pipeline, Shared};
 use crate::observe::GaugeGuard;
@@ -204,6 +205,7 @@ struct Asked {
 /// declared (only those are sent, as hyper did).
 fn encode_head(
     parts: &http::response::Parts,
+    passed: Option<&Passed>,
     body: &Body,
     asked: &Asked,
     out: &mut Vec<u8>,
@@ -235,36 +237,44 @@ fn encode_head(
     let mut said_keep = false;
     let mut dated = false;
     let mut trailers: Option<Vec<HeaderName>> = None;
-    for (name, value) in &parts.headers {
-        let bytes = value.as_bytes();
-        if *name == header::CONTENT_LENGTH {
-            // One valid length is written; others, and lengths where none
-            // may be, are not.
-            if !length_allowed || length.is_some() {
-                continue;
+    let mut field = |name: &[u8], bytes: &[u8]| {
+        match Written::of(name) {
+            Written::ContentLength => {
+                // One valid length is written; others, and lengths where
+                // none may be, are not.
+                if !length_allowed || length.is_some() {
+                    return;
+                }
+                match add_length(None, bytes) {
+                    Ok(n) => length = Some(n),
+                    Err(()) => return,
+                }
             }
-            match add_length(None, bytes) {
-                Ok(n) => length = Some(n),
-                Err(()) => continue,
-            }
-        } else if *name == header::TRANSFER_ENCODING {
             // The framing is ours to choose.
-            continue;
-        } else if *name == header::CONNECTION {
-            said_close |= lists(bytes, "close");
-            said_keep |= lists(bytes, "keep-alive");
-        } else if *name == header::DATE {
-            dated = true;
-        } else if *name == header::TRAILER {
-            let names = bytes
-                .split(|&b| b == b',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok());
-            trailers.get_or_insert_with(Vec::new).extend(names);
+            Written::TransferEncoding => return,
+            Written::Connection => {
+                said_close |= lists(bytes, "close");
+                said_keep |= lists(bytes, "keep-alive");
+            }
+            Written::Date => dated = true,
+            Written::Trailer => {
+                let names = bytes
+                    .split(|&b| b == b',')
+                    .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok());
+                trailers.get_or_insert_with(Vec::new).extend(names);
+            }
+            Written::Other => {}
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(bytes);
         out.extend_from_slice(b"\r\n");
+    };
+    if let Some(passed) = passed {
+        passed.each(&mut field);
+    }
+    for (name, value) in &parts.headers {
+        field(name.as_str().as_bytes(), value.as_bytes());
     }
     keep &= !said_close;
     let encoder = if no_body {
@@ -305,24 +315,40 @@ fn encode_head(
     (encoder, keep, trailers)
 }
 
+/// The fields whose values the response head's writer looks at, known
+/// by name in any case (a passed-on head's names are as the upstream sent
+/// them).
+enum Written {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Date,
+    Trailer,
+    Other,
+}
+
+impl Written {
+    fn of(name: &[u8]) -> Written {
+        let is = |known: HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        match name.len() {
+            14 if is(header::CONTENT_LENGTH) => Written::ContentLength,
+            17 if is(header::TRANSFER_ENCODING) => Written::TransferEncoding,
+            10 if is(header::CONNECTION) => Written::Connection,
+            4 if is(header::DATE) => Written::Date,
+            7 if is(header::TRAILER) => Written::Trailer,
+            _ => Written::Other,
+        }
+    }
+}
+
 fn write_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"content-length: ");
     write_decimal(out, n);
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn write_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
 }
 
 fn write_hex(out: &mut Vec<u8>, mut n: usize) {
@@ -530,13 +556,16 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     /// Writes the response; what the connection is fit for after it.
     async fn respond(
         &mut self,
-        resp: Response<Body>,
+        answer: Answer,
         asked: &Asked,
         upgrade: Option<oneshot::Sender<Box<dyn ClientIo>>>,
     ) -> Answered {
-        let (parts, mut body) = resp.into_parts();
+        let (parts, mut body) = answer.response.into_parts();
         self.out.clear();
-        let (mut encoder, mut keep, trailers) = encode_head(&parts, &body, asked, &mut self.out);
+        let passed = answer.passed.as_ref();
+        let (mut encoder, mut keep, trailers) =
+            encode_head(&parts, passed, &body, asked, &mut self.out);
+        drop(answer.passed);
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             drop(body);
             let wrote = self.write(None).await.is_ok();
@@ -789,8 +818,8 @@ where
             }
             false => (None, None),
         };
-        let resp = if conflict {
-            pipeline::refuse(&shared, StatusCode::BAD_REQUEST, errors::BAD_REQUEST)
+        let answer = if conflict {
+            pipeline::refuse(&shared, StatusCode::BAD_REQUEST, errors::BAD_REQUEST).into()
         } else {
             conn.seq += 1;
             let body: Body = if framing.is_done() {
@@ -804,7 +833,7 @@ where
         };
         let mut asked = asked;
         asked.keep &= !*conn.stop.borrow();
-        let keep = match conn.respond(resp, &asked, tx).await {
+        let keep = match conn.respond(answer, &asked, tx).await {
             Answered::Keep => true,
             Answered::Close => false,
             Answered::Upgrade(tx) => {
@@ -846,6 +875,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use http::Response;
     use http_body::Frame;
 
     fn parse(bytes: &[u8]) -> Result<Option<Head>, Refused> {
@@ -980,7 +1010,7 @@ mod tests {
             }
             let (parts, body) = resp.into_parts();
             let mut out = Vec::new();
-            let (enc, keep, _) = encode_head(&parts, &body, asked, &mut out);
+            let (enc, keep, _) = encode_head(&parts, None, &body, asked, &mut out);
             let text = String::from_utf8(out).unwrap();
             (enc, keep, text)
         };

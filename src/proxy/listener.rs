@@ -203,6 +203,7 @@ async fn serve_http2<I>(
         let (shared, info) = (svc_shared.clone(), svc_info.clone());
         async move {
             let resp = pipeline::handle(&shared, &info, req, None).await;
+            let resp = resp.into_response();
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

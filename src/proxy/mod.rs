@@ -20,6 +20,7 @@ pub mod h1parse;
 pub mod h1server;
 pub mod health;
 pub mod listener;
+pub mod passthrough;
 pub mod peek;
 pub mod pipeline;
 pub mod pool;

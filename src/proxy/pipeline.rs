@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
 use super::balancer::HashInput;
@@ -17,6 +17,7 @@ use super::forward::{self, ClientFacts, ForwardError, Forwarded, Guarded, Upstre
 use super::grpc::{self, GatewayStatus};
 use super::h1server::Upgrade;
 use super::listener::ConnInfo;
+use super::passthrough::{Answer, Passed};
 use super::{aggregate, peek, realip, websocket, Shared};
 use crate::observe::access_log::Entry;
 use crate::observe::{count_request_body, Observed, RequestFacts};
@@ -25,9 +26,10 @@ use crate::plugins::request_transformer::UpstreamPath;
 use crate::plugins::{Body, Logged, Plugin, Protocol, Reply, RequestCtx};
 use crate::router::{self, RequestParts};
 
-const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
-const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
-const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+pub(super) const VIA: HeaderValue = HeaderValue::from_static("1.1 raftgate");
+pub(super) const X_KONG_UPSTREAM_LATENCY: HeaderName =
+    HeaderName::from_static("x-kong-upstream-latency");
+pub(super) const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 const X_KONG_RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-kong-response-latency");
 
 /// A latency in milliseconds as a header value; the usual small ones
@@ -53,13 +55,14 @@ pub fn refuse(shared: &Shared, status: StatusCode, message: &str) -> Response<Bo
 
 /// Serves one request; every outcome, error or not, is an HTTP answer.
 /// `upgrade`: the client's connection, offered when the request asks to
-/// switch protocols (HTTP/1.1 only).
+/// switch protocols (HTTP/1.1 only). An HTTP/1 client's answer may pass
+/// the upstream's head on without a map (`passthrough`).
 pub async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     req: Request<Body>,
     upgrade: Option<Upgrade>,
-) -> Response<Body> {
+) -> Answer {
     let start = Instant::now();
     let snap = shared.snapshot.load_full();
     let (mut parts, body) = req.into_parts();
@@ -115,7 +118,7 @@ pub async fn handle(
             Reply::message(StatusCode::NOT_FOUND, errors::NO_ROUTE),
             grpc_call,
         );
-        return observed(shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts).into();
     };
     let route = &found.route;
     if named {
@@ -124,12 +127,12 @@ pub async fn handle(
     let scheme = if conn.tls { "https" } else { "http" };
     if let Some(reply) = grpc::check_route(route, parts.version, &parts.headers, conn.tls) {
         let resp = own(start, reply, grpc_call);
-        return observed(shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts).into();
     }
     if !conn.tls && !router::accepts_plain(route) {
         let reply = wrong_protocol(route, host, &parts.uri);
         let resp = own(start, reply, grpc_call);
-        return observed(shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts).into();
     }
     let Some(entry) = route
         .service
@@ -142,7 +145,7 @@ pub async fn handle(
             Reply::message(StatusCode::SERVICE_UNAVAILABLE, errors::NO_SERVICE),
             grpc_call,
         );
-        return observed(shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts).into();
     };
     if named {
         facts.service = Some(
@@ -189,14 +192,16 @@ pub async fn handle(
                 Err(reply) => {
                     return own_filtered(
                         start, reply, ran, ctx, shared, log_entry, facts, grpc_call,
-                    );
+                    )
+                    .into();
                 }
             }
         }
         let answer = plugin.access(&mut ctx, &mut parts);
         ran.push(plugin);
         if let Some(reply) = answer {
-            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call)
+                .into();
         }
     }
     if let Some(peeked) = ctx.body.take() {
@@ -270,17 +275,18 @@ pub async fn handle(
         };
         let params = aggregate::path_params(&found.regex_paths, &path);
         let reply = aggregate::fan_out(&snap, agg, &params, parts.uri.query(), &head, &hash).await;
-        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call).into();
     }
     let Ok(upstream_uri) = http::Uri::try_from(path_and_query) else {
         let reply = Reply::message(StatusCode::BAD_GATEWAY, errors::BAD_GATEWAY);
-        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call).into();
     };
     // The upstream gets the client's deadline less the gateway's time.
     if let Some(at) = deadline {
         if !grpc::pass_remaining_timeout(&mut headers, at) {
             let reply = grpc::deadline_exceeded();
-            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call)
+                .into();
         }
     }
     let mut upstream_req = Request::new(body);
@@ -301,7 +307,13 @@ pub async fn handle(
     let sent = Instant::now();
     // Each arm builds the exchange where it awaits it: a future bound to
     // a variable first is copied once more (2.5 KB) on every request.
-    let send = |req| forward::send_request(&entry, req, Some(&forwarded), consumer, ctx.client_ip);
+    // Nothing will look at the response head, and the client's server
+    // writes one without a map: the upstream's fields may pass as they came.
+    let pass_fields = ran.is_empty() && deadline.is_none() && parts.version <= Version::HTTP_11;
+    let send = |req| {
+        let ip = ctx.client_ip;
+        forward::send_request(&entry, req, Some(&forwarded), consumer, ip, pass_fields)
+    };
     let answered = match deadline {
         Some(at) => tokio::time::timeout_at(at.into(), send(upstream_req))
             .await
@@ -311,7 +323,7 @@ pub async fn handle(
     let Some(answered) = answered else {
         facts.upstream_latency = Some(sent.elapsed());
         let reply = grpc::deadline_exceeded();
-        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
+        return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call).into();
     };
     let (mut resp, in_flight) = match answered {
         Ok(r) => r,
@@ -327,7 +339,8 @@ pub async fn handle(
                 ForwardError::Rejected(reply) => reply,
             };
             facts.upstream_latency = Some(sent.elapsed());
-            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call);
+            return own_filtered(start, reply, ran, ctx, shared, log_entry, facts, grpc_call)
+                .into();
         }
     };
     let upstream_latency = sent.elapsed();
@@ -339,6 +352,20 @@ pub async fn handle(
     }
 
     // 5. Response head, then the streamed body.
+    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
+    if let Some(fields) = resp.body_mut().take_fields() {
+        let passed = Passed::new(fields, upstream_latency, proxy_latency);
+        let (rparts, rbody) = resp.into_parts();
+        let guarded = Guarded::new(rbody, in_flight, read_timeout);
+        if logging {
+            describe(&ctx, &mut log_entry, shared);
+        }
+        let resp = Response::from_parts(rparts, guarded);
+        return Answer {
+            response: observed(shared, resp, log_entry, facts),
+            passed: Some(passed),
+        };
+    }
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers, switching);
     rparts.headers.append(header::VIA, VIA);
@@ -351,7 +378,6 @@ pub async fn handle(
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut rparts);
     }
-    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
     let guarded = Guarded::new(rbody, in_flight, read_timeout);
     // 6. Log, once the body is over.
     if logging {
@@ -361,7 +387,7 @@ pub async fn handle(
         // Nothing else wraps the upstream's body: boxed once, with the
         // access log's wrapper.
         let resp = Response::from_parts(rparts, guarded);
-        return observed(shared, resp, log_entry, facts);
+        return observed(shared, resp, log_entry, facts).into();
     }
     let mut body = guarded.boxed();
     if let Some(at) = deadline {
@@ -375,7 +401,7 @@ pub async fn handle(
     }
     let body = Logged::wrap(body, ran, ctx, rparts.status);
     let resp = Response::from_parts(rparts, body);
-    observed(shared, resp, log_entry, facts)
+    observed(shared, resp, log_entry, facts).into()
 }
 
 /// 426 (or Kong's redirect) for a route that wants HTTPS.

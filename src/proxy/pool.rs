@@ -63,7 +63,7 @@ struct Slot {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -95,6 +95,7 @@ impl Pool {
     /// Sends `req` (origin-form URI, Host set) to `addr`; its response
     /// head must come within `read_timeout` (connecting included), else
     /// the error is of kind `TimedOut` and the request is not given back.
+    /// `pass_fields`: as `h1::exchange`'s.
     pub async fn send(
         self: &Arc<Self>,
         https: bool,
@@ -102,6 +103,7 @@ impl Pool {
         mut req: Request<Body>,
         read_timeout: Duration,
         forwarded: Option<&Forwarded<'_>>,
+        pass_fields: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let now = tokio::time::Instant::now();
         // Validated timeouts are far below any overflow; be safe anyway.
@@ -111,7 +113,8 @@ impl Pool {
         // An idle connection first; one that turns out dead gives the
         // request back, and the next one is tried.
         while let Some((key, conn)) = self.take(https, addr) {
-            match h1::exchange(conn, req, forwarded, self.back(https, key), deadline).await {
+            let back = self.back(https, key);
+            match h1::exchange(conn, req, forwarded, back, deadline, pass_fields).await {
                 Ok(resp) => return Ok(resp),
                 Err(f) => match f.unsent {
                     Some(r) => req = r,
@@ -146,13 +149,20 @@ impl Pool {
             }
         };
         let key = self.key(https, addr);
-        h1::exchange(conn, req, forwarded, self.back(https, key), deadline)
-            .await
-            .map_err(|f| SendError {
-                error: f.error,
-                connect: f.unsent.is_some(),
-                unsent: f.unsent,
-            })
+        h1::exchange(
+            conn,
+            req,
+            forwarded,
+            self.back(https, key),
+            deadline,
+            pass_fields,
+        )
+        .await
+        .map_err(|f| SendError {
+            error: f.error,
+            connect: f.unsent.is_some(),
+            unsent: f.unsent,
+        })
     }
 
     fn back(self: &Arc<Self>, https: bool, key: Arc<str>) -> Back {
@@ -175,7 +185,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open and ready.
-    fn take(&self, https: bool, addr: &str) -> Option<(Arc<str>, Conn)> {
+    fn take(&self, https: bool, addr: &str) -> Option<(Arc<str>, Box<Conn>)> {
         let mut idle = self.idle[https as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -193,7 +203,7 @@ impl Pool {
         None
     }
 
-    fn put_back(&self, https: bool, key: Arc<str>, conn: Conn) {
+    fn put_back(&self, https: bool, key: Arc<str>, conn: Box<Conn>) {
         let mut idle = self.idle[https as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -212,7 +222,7 @@ impl Pool {
         list.push(Idle { conn, since: now });
     }
 
-    async fn connect(&self, https: bool, addr: &str) -> Result<Conn, BoxError> {
+    async fn connect(&self, https: bool, addr: &str) -> Result<Box<Conn>, BoxError> {
         let scheme = if https { "https" } else { "http" };
         let uri: Uri = format!("{scheme}://{addr}/").parse()?;
         let mut connector = self.connector.clone();
@@ -229,7 +239,7 @@ pub struct Back {
 }
 
 impl Back {
-    pub fn put(self, conn: Conn) {
+    pub fn put(self, conn: Box<Conn>) {
         self.pool.put_back(self.https, self.key, conn);
     }
 }
