@@ -4,15 +4,15 @@
 //!
 //! `proxy_one_route LISTEN_ADDR UPSTREAM_HOST:PORT`
 //!
-//! Tokio's multi-thread runtime (`TOKIO_WORKER_THREADS` workers), as the
-//! node runs; `PROXY_RUNTIME=current_thread` runs everything on the main
-//! thread instead, to compare the two. The allocator is the node's
-//! (jemalloc, `src/main.rs`), so that the bench measures what ships.
+//! Connections are served by the proxy's worker threads, as on the node:
+//! `PROXY_WORKERS` of them (default: one per core). The main runtime only
+//! waits for Ctrl-C. The allocator is the node's (jemalloc,
+//! `src/main.rs`), so that the bench measures what ships.
 
 use std::sync::Arc;
 
 use raftgate::model::{Command, Entity, EntityKind, Proposal, State};
-use raftgate::proxy::{serve, ProxySettings};
+use raftgate::proxy::{serve, workers, ProxySettings};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -20,15 +20,10 @@ use uuid::Uuid;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::io::Result<()> {
-    let runtime = match std::env::var("PROXY_RUNTIME").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        _ => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-    };
-    runtime.block_on(proxy())
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(proxy())
 }
 
 async fn proxy() -> std::io::Result<()> {
@@ -57,9 +52,14 @@ async fn proxy() -> std::io::Result<()> {
             .expect("apply");
     }
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(state));
+    let workers = match std::env::var("PROXY_WORKERS") {
+        Ok(n) => n.parse().expect("PROXY_WORKERS as a number"),
+        Err(_) => workers::default_count(),
+    };
     let settings = ProxySettings {
         listen: listen.parse().expect("LISTEN_ADDR"),
         tls_listen: None,
+        workers,
         ..ProxySettings::default()
     };
     serve(settings, rx, async {

@@ -307,6 +307,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         listen: settings.proxy_listen,
         tls_listen: settings.proxy_tls_listen,
         trusted_ips: settings.trusted_ips.clone(),
+        workers: settings.proxy_workers,
         ..Default::default()
     };
     let proxy = crate::proxy::Proxy::bind_observed(proxy_settings, states, observer)

@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "RAFTGATE_TRUSTED_IPS")]
     pub trusted_ips: Option<String>,
+    /// Threads that serve proxy connections, each with its own event loop
+    /// (nginx's `worker_processes`) [default: one per core].
+    #[arg(long, env = "RAFTGATE_PROXY_WORKERS")]
+    pub proxy_workers: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -105,6 +109,7 @@ struct FileSettings {
     access_log: Option<String>,
     metric_names: Option<String>,
     trusted_ips: Option<IpList>,
+    proxy_workers: Option<usize>,
 }
 
 /// `trusted_ips` in the file: Kong's comma-separated string, or a list.
@@ -145,6 +150,7 @@ pub struct Settings {
     pub access_log: crate::observe::access_log::Target,
     pub metric_names: crate::observe::metrics::Naming,
     pub trusted_ips: crate::proxy::realip::TrustedIps,
+    pub proxy_workers: usize,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -255,6 +261,11 @@ impl Settings {
                 None => Default::default(),
             },
             trusted_ips,
+            proxy_workers: match pick!(proxy_workers) {
+                Some(0) => bail!("--proxy-workers must be at least 1"),
+                Some(n) => n,
+                None => crate::proxy::workers::default_count(),
+            },
         })
     }
 }
@@ -316,6 +327,18 @@ mod tests {
         assert_eq!(s.cluster_advertise, "127.0.0.1:8005");
         assert_eq!(s.node_id, 1);
         assert_eq!(s.data_dir, PathBuf::from("raftgate-data"));
+        assert_eq!(s.proxy_workers, crate::proxy::workers::default_count());
+    }
+
+    #[test]
+    fn proxy_workers_are_at_least_one() {
+        let args = |n| ServeArgs {
+            proxy_workers: Some(n),
+            ..Default::default()
+        };
+        assert_eq!(Settings::resolve(&args(3)).unwrap().proxy_workers, 3);
+        let e = Settings::resolve(&args(0)).unwrap_err().to_string();
+        assert!(e.contains("--proxy-workers"), "{e}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ wait_port "$UPSTREAM_PORT" 300
 
 for bin in "$@"; do
     out="$WORK/callgrind.out"
-    TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --instr-atstart=no \
+    PROXY_WORKERS=1 valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$out" "$bin" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$UPSTREAM_PORT" \
         2>"$WORK/valgrind.log" &
     vg=$!

@@ -19,7 +19,7 @@
 # Pinning: wrk gets core 0; the upstream and the proxy under test share
 # core 1 (2 cores). With 4 or more: wrk on 0, upstream on 1, proxy on 2.
 # Override with LOAD_CPUS, UPSTREAM_CPUS, PROXY_CPUS. One worker each:
-# nginx worker_processes 1, TOKIO_WORKER_THREADS=1 (PROXY_WORKERS).
+# nginx worker_processes 1, raftgate's proxy workers 1 (PROXY_WORKERS).
 # Both proxies keep upstream connections alive and take up to a million
 # requests on one client connection (nginx keepalive_requests).
 #
@@ -162,7 +162,7 @@ if [ -z "${RAFTGATE_CMD:-}" ]; then
     fi
     RAFTGATE_CMD="exec $RAFTGATE_BIN 127.0.0.1:$RAFTGATE_PORT 127.0.0.1:$UPSTREAM_PORT"
 fi
-TOKIO_WORKER_THREADS=$PROXY_WORKERS start_pinned "$PROXY_CPUS" bash -c "$RAFTGATE_CMD"
+PROXY_WORKERS=$PROXY_WORKERS start_pinned "$PROXY_CPUS" bash -c "$RAFTGATE_CMD"
 RAFTGATE_PID=$!
 wait_port "$RAFTGATE_PORT"
 UPSTREAM_PID=$(cat "$WORK/upstream/nginx.pid")

@@ -5,7 +5,8 @@
 //! arc-swap; a request loads one `Arc` and never waits on anything else.
 //!
 //! `Proxy::bind` then `Proxy::run` (or `serve`, both in one) is what the
-//! node's main calls.
+//! node's main calls; connections are served on the proxy's own worker
+//! threads (`workers`).
 
 pub mod aggregate;
 pub mod balancer;
@@ -29,6 +30,7 @@ pub mod rewind;
 pub mod snapshot;
 pub mod tls;
 pub mod websocket;
+pub mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +39,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::TokioExecutor;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -62,6 +64,9 @@ pub struct ProxySettings {
     /// Peers whose `X-Forwarded-For` names the client (Kong's
     /// `trusted_ips`); none by default.
     pub trusted_ips: realip::TrustedIps,
+    /// Worker threads serving connections (`workers`); one per core by
+    /// default.
+    pub workers: usize,
 }
 
 impl Default for ProxySettings {
@@ -74,6 +79,7 @@ impl Default for ProxySettings {
             max_connections: 16_384,
             drain_grace: Duration::from_secs(10),
             trusted_ips: realip::TrustedIps::default(),
+            workers: workers::default_count(),
         }
     }
 }
@@ -114,9 +120,21 @@ impl Shared {
 /// A bound, not yet running, proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
-    http: TcpListener,
-    tls: Option<(TcpListener, TlsAcceptor)>,
+    listeners: workers::Listeners,
     states: watch::Receiver<Arc<State>>,
+}
+
+/// A listening socket for the workers to share: SO_REUSEADDR, a backlog
+/// of 1024 (what tokio's own bind asks for), non-blocking.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// `max_connections`, kept within what a semaphore can count.
@@ -146,10 +164,10 @@ impl Proxy {
         observer: Arc<crate::observe::Observer>,
     ) -> std::io::Result<Proxy> {
         let certs = tls::resolver().map_err(io_error)?;
-        let http = TcpListener::bind(settings.listen).await?;
+        let http = listen(settings.listen)?;
         let tls = match settings.tls_listen {
             Some(addr) => Some((
-                TcpListener::bind(addr).await?,
+                listen(addr)?,
                 TlsAcceptor::from(tls::server_config(certs.clone())),
             )),
             None => None,
@@ -169,14 +187,14 @@ impl Proxy {
         shared.publish(&current);
         Ok(Proxy {
             shared: Arc::new(shared),
-            http,
-            tls,
+            listeners: workers::Listeners { http, tls },
             states,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.http
+        self.listeners
+            .http
             .local_addr()
             .unwrap_or_else(|_| self.shared.settings.listen)
     }
@@ -188,7 +206,10 @@ impl Proxy {
     }
 
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.listeners
+            .tls
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets the
@@ -196,12 +217,26 @@ impl Proxy {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let Proxy {
             shared,
-            http,
-            tls,
+            listeners,
             mut states,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (finish_tx, finish_rx) = watch::channel(false);
 
+        // A worker that cannot start stops those started before it (the
+        // channels' senders go with this function).
+        let mut running = Vec::new();
+        for index in 0..shared.settings.workers.max(1) {
+            let (stop, finish) = (stop_rx.clone(), finish_rx.clone());
+            running.push(workers::spawn(
+                index,
+                &listeners,
+                shared.clone(),
+                stop,
+                finish,
+            )?);
+        }
+        drop(listeners);
         let watcher_shared = shared.clone();
         let watcher = tokio::spawn(async move {
             while states.changed().await.is_ok() {
@@ -209,26 +244,12 @@ impl Proxy {
                 watcher_shared.publish(&state);
             }
         });
-        let mut accepters = vec![tokio::spawn(listener::accept_loop(
-            http,
-            None,
-            shared.clone(),
-            stop_rx.clone(),
-        ))];
-        if let Some((l, acceptor)) = tls {
-            accepters.push(tokio::spawn(listener::accept_loop(
-                l,
-                Some(acceptor),
-                shared.clone(),
-                stop_rx.clone(),
-            )));
-        }
 
         shutdown.await;
         tracing::info!("proxy shutting down; draining in-flight requests");
         let _ = stop_tx.send(true);
-        for a in accepters {
-            let _ = a.await;
+        for w in &mut running {
+            let _ = (&mut w.accepting_ended).await;
         }
         watcher.abort();
         // Every connection holds a permit; all back means all drained.
@@ -240,6 +261,10 @@ impl Proxy {
         .await;
         if drained.is_err() {
             tracing::warn!("drain grace period over; closing remaining connections");
+        }
+        let _ = finish_tx.send(true);
+        for w in running {
+            let _ = w.exited.await;
         }
         Ok(())
     }

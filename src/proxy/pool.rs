@@ -1,5 +1,5 @@
 //! The HTTP/1.1 upstream connection pool: idle keep-alive connections per
-//! upstream address (plain and TLS apart), each used by our own inline
+//! thread and upstream address (plain and TLS apart), each used by our own inline
 //! client (`h1`). A request takes an idle connection or opens one; the
 //! connection comes back (`Back`) when the response body ended cleanly
 //! and the connection is fit for another request. No task is spawned,
@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,12 +68,25 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle lists per thread, by the number each thread draws once: a
+/// connection is registered with the I/O driver of the runtime that
+/// opened it, and each proxy worker's runtime is a thread of its own
+/// (`workers`), so a connection is reused on the thread where its
+/// readiness events arrive, never handed to another worker.
+const SHARDS: usize = 64;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
 /// Pooled HTTP/1.1 connections made by one connector (one set of connect
 /// and write timeouts and TLS settings).
 pub struct Pool {
     connector: Connector,
-    /// Indexed by `https as usize`.
-    idle: [Mutex<IdleMap>; 2],
+    /// Per thread (`SHARDS`), then indexed by `https as usize`.
+    idle: Box<[[Mutex<IdleMap>; 2]]>,
 }
 
 /// Why a request failed; `unsent` gives the request back when no byte of
@@ -88,8 +102,16 @@ impl Pool {
     pub fn new(connector: Connector) -> Arc<Pool> {
         Arc::new(Pool {
             connector,
-            idle: Default::default(),
+            idle: (0..SHARDS).map(|_| Default::default()).collect(),
         })
+    }
+
+    /// This thread's idle connections, plain or TLS.
+    fn idle(&self, https: bool) -> std::sync::MutexGuard<'_, IdleMap> {
+        let shard = SHARD.with(|s| *s);
+        self.idle[shard][https as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends `req` (origin-form URI, Host set) to `addr`; its response
@@ -175,9 +197,7 @@ impl Pool {
 
     /// The map's own key for `addr` (no allocation once it exists).
     fn key(&self, https: bool, addr: &str) -> Arc<str> {
-        let idle = self.idle[https as usize]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let idle = self.idle(https);
         match idle.get(addr) {
             Some(slot) => slot.key.clone(),
             None => Arc::from(addr),
@@ -186,9 +206,7 @@ impl Pool {
 
     /// The most recently used idle connection that is still open and ready.
     fn take(&self, https: bool, addr: &str) -> Option<(Arc<str>, Box<Conn>)> {
-        let mut idle = self.idle[https as usize]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle(https);
         let slot = idle.get_mut(addr)?;
         while let Some(mut c) = slot.list.pop() {
             if c.since.elapsed() > IDLE_TIMEOUT {
@@ -204,9 +222,7 @@ impl Pool {
     }
 
     fn put_back(&self, https: bool, key: Arc<str>, conn: Box<Conn>) {
-        let mut idle = self.idle[https as usize]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle(https);
         let slot = idle.entry(key.clone()).or_insert_with(|| Slot {
             key,
             list: Vec::new(),

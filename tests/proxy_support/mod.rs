@@ -213,6 +213,8 @@ pub fn settings() -> ProxySettings {
         max_connections: 1024,
         drain_grace: Duration::from_secs(5),
         trusted_ips: Default::default(),
+        // More than one, so that every test runs on several workers.
+        workers: 2,
     }
 }
 
