@@ -145,8 +145,9 @@ pub(crate) enum Hops {
     DropPersistence,
 }
 
-/// The fields framing and persistence depend on, known by name in any
-/// case (a map's names are lowercase, a raw head's are as sent).
+/// The fields framing and persistence depend on (and the two more a
+/// response's writer looks at), known by name in any case (a map's names
+/// are lowercase, a raw head's are as sent).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Field {
     ContentLength,
@@ -155,6 +156,8 @@ pub(crate) enum Field {
     KeepAlive,
     Upgrade,
     Expect,
+    Date,
+    Trailer,
     Other,
 }
 
@@ -168,6 +171,8 @@ impl Field {
             10 if is("keep-alive") => Field::KeepAlive,
             7 if is("upgrade") => Field::Upgrade,
             6 if is("expect") => Field::Expect,
+            4 if is("date") => Field::Date,
+            7 if is("trailer") => Field::Trailer,
             _ => Field::Other,
         }
     }
@@ -202,7 +207,7 @@ impl Facts {
             Field::KeepAlive => return true,
             Field::Upgrade => self.upgrade = true,
             Field::Expect => self.expect = value.eq_ignore_ascii_case(b"100-continue"),
-            Field::Other => {}
+            Field::Date | Field::Trailer | Field::Other => {}
         }
         false
     }

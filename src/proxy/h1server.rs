@@ -40,7 +40,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use http::header::{self, HeaderName};
+use http::header::HeaderName;
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -50,7 +50,9 @@ use tokio::time::Instant;
 
 use super::h1body::{Chunk, Framing};
 use super::h1incoming::{self, Continue, Incoming, Wire};
-use super::h1parse::{add_length, decimal, field_spans, header_map, lists, span, Deadline, Hops};
+use super::h1parse::{
+    add_length, decimal, field_spans, header_map, lists, span, Deadline, Field, Hops,
+};
 use super::listener::ConnInfo;
 use super::passthrough::{Answer, Passed};
 use super::rewind::{ClientIo, Rewound};
@@ -238,8 +240,8 @@ fn encode_head(
     let mut dated = false;
     let mut trailers: Option<Vec<HeaderName>> = None;
     let mut field = |name: &[u8], bytes: &[u8]| {
-        match Written::of(name) {
-            Written::ContentLength => {
+        match Field::of(name) {
+            Field::ContentLength => {
                 // One valid length is written; others, and lengths where
                 // none may be, are not.
                 if !length_allowed || length.is_some() {
@@ -251,19 +253,19 @@ fn encode_head(
                 }
             }
             // The framing is ours to choose.
-            Written::TransferEncoding => return,
-            Written::Connection => {
+            Field::TransferEncoding => return,
+            Field::Connection => {
                 said_close |= lists(bytes, "close");
                 said_keep |= lists(bytes, "keep-alive");
             }
-            Written::Date => dated = true,
-            Written::Trailer => {
+            Field::Date => dated = true,
+            Field::Trailer => {
                 let names = bytes
                     .split(|&b| b == b',')
                     .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok());
                 trailers.get_or_insert_with(Vec::new).extend(names);
             }
-            Written::Other => {}
+            _ => {}
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
@@ -313,32 +315,6 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     let trailers = trailers.filter(|_| encoder == Encoder::Chunked);
     (encoder, keep, trailers)
-}
-
-/// The fields whose values the response head's writer looks at, known
-/// by name in any case (a passed-on head's names are as the upstream sent
-/// them).
-enum Written {
-    ContentLength,
-    TransferEncoding,
-    Connection,
-    Date,
-    Trailer,
-    Other,
-}
-
-impl Written {
-    fn of(name: &[u8]) -> Written {
-        let is = |known: HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
-        match name.len() {
-            14 if is(header::CONTENT_LENGTH) => Written::ContentLength,
-            17 if is(header::TRANSFER_ENCODING) => Written::TransferEncoding,
-            10 if is(header::CONNECTION) => Written::Connection,
-            4 if is(header::DATE) => Written::Date,
-            7 if is(header::TRAILER) => Written::Trailer,
-            _ => Written::Other,
-        }
-    }
 }
 
 fn write_length(out: &mut Vec<u8>, n: u64) {

@@ -351,33 +351,27 @@ pub async fn handle(
         websocket::tunnel(client_side, &mut resp);
     }
 
-    // 5. Response head, then the streamed body.
-    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
-    if let Some(fields) = resp.body_mut().take_fields() {
-        let passed = Passed::new(fields, upstream_latency, proxy_latency);
-        let (rparts, rbody) = resp.into_parts();
-        let guarded = Guarded::new(rbody, in_flight, read_timeout);
-        if logging {
-            describe(&ctx, &mut log_entry, shared);
-        }
-        let resp = Response::from_parts(rparts, guarded);
-        return Answer {
-            response: observed(shared, resp, log_entry, facts),
-            passed: Some(passed),
-        };
-    }
+    // 5. Response head, then the streamed body. Fields passed on without
+    //    a map (`passthrough`) come only when nothing below looks at them.
+    let passed = resp
+        .body_mut()
+        .take_fields()
+        .map(|fields| Passed::new(fields, upstream_latency, proxy_latency));
     let (mut rparts, rbody) = resp.into_parts();
-    forward::strip_hop_by_hop(&mut rparts.headers, switching);
-    rparts.headers.append(header::VIA, VIA);
-    rparts
-        .headers
-        .insert(X_KONG_UPSTREAM_LATENCY, millis(upstream_latency));
-    rparts
-        .headers
-        .insert(X_KONG_PROXY_LATENCY, millis(proxy_latency));
+    if passed.is_none() {
+        forward::strip_hop_by_hop(&mut rparts.headers, switching);
+        rparts.headers.append(header::VIA, VIA);
+        rparts
+            .headers
+            .insert(X_KONG_UPSTREAM_LATENCY, millis(upstream_latency));
+        rparts
+            .headers
+            .insert(X_KONG_PROXY_LATENCY, millis(proxy_latency));
+    }
     for plugin in &ran {
         plugin.header_filter(&mut ctx, &mut rparts);
     }
+    let read_timeout = Duration::from_millis(entry.service.read_timeout.max(1));
     let guarded = Guarded::new(rbody, in_flight, read_timeout);
     // 6. Log, once the body is over.
     if logging {
@@ -387,7 +381,10 @@ pub async fn handle(
         // Nothing else wraps the upstream's body: boxed once, with the
         // access log's wrapper.
         let resp = Response::from_parts(rparts, guarded);
-        return observed(shared, resp, log_entry, facts).into();
+        return Answer {
+            response: observed(shared, resp, log_entry, facts),
+            passed,
+        };
     }
     let mut body = guarded.boxed();
     if let Some(at) = deadline {
