@@ -8,8 +8,11 @@
 #             upstream; Via and the X-Kong latency headers downstream. For
 #             information: the goal is judged against plain `nginx`.
 # Each measured run is repeated ROUNDS times, interleaved (nginx, raftgate,
-# direct, nginx-kh, then again), and the median round is reported, so that a noisy
-# neighbour on a shared machine hits all three alike.
+# direct, nginx-kh; then raftgate, nginx, nginx-kh, direct; and again), and
+# the median round is reported, so that a noisy neighbour on a shared
+# machine hits all alike. raftgate's ratios to nginx are given twice: of
+# the medians, and round by round (each round's pair of runs, seconds
+# apart), their median and spread.
 #
 # Per target: requests/s, p50 and p99 latency (wrk), CPU per request (user
 # and system microseconds of the server under test, from /proc, over the
@@ -228,8 +231,14 @@ median() { # column number; reads rows on stdin
 
 echo "cores: load=$LOAD_CPUS upstream=$UPSTREAM_CPUS proxy=$PROXY_CPUS (workers $PROXY_WORKERS); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; $ROUNDS rounds"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-names=(nginx raftgate direct nginx-kh)
 for round in $(seq "$ROUNDS"); do
+    # Each proxy goes first in every other round, so that a drift within
+    # a round (a neighbour starting, the host warming) favours neither.
+    if [ $((round % 2)) = 1 ]; then
+        names=(nginx raftgate direct nginx-kh)
+    else
+        names=(raftgate nginx nginx-kh direct)
+    fi
     for n in "${names[@]}"; do
         run_load "$n"
     done
@@ -253,4 +262,18 @@ awk -v r="${M[raftgate,1]}" -v n="${M[nginx,1]}" -v rp="${M[raftgate,3]}" -v np=
     'BEGIN { printf "\nraftgate/nginx: throughput %.2fx (goal >= 1.0), p99 %.2fx (goal <= 1.0), CPU per request %.2fx\n", r / n, rp / np, rc / nc }'
 awk -v r="${M[raftgate,1]}" -v n="${M[nginx-kh,1]}" -v rp="${M[raftgate,3]}" -v np="${M[nginx-kh,3]}" \
     'BEGIN { printf "raftgate/nginx-kh (same header work, for information): throughput %.2fx, p99 %.2fx\n", r / n, rp / np }'
+# The same ratios round by round: each round's two runs were taken
+# seconds apart, so their ratio is steadier than the ratio of medians
+# when the host's speed drifts over the run.
+paste <(printf '%s' "${ROWS[raftgate]}" | grep .) <(printf '%s' "${ROWS[nginx]}" | grep .) | awk '
+    { t[NR] = $1 / $6; p[NR] = $3 / $8; ahead += ($1 >= $6); below += ($3 <= $8) }
+    function med(a, n,   i, j, x) {
+        for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    END {
+        mt = med(t, NR); mp = med(p, NR) # sorts t and p
+        printf "raftgate/nginx round by round: throughput median %.2fx (%.2f-%.2f, ahead in %d of %d), ", mt, t[1], t[NR], ahead, NR
+        printf "p99 median %.2fx (%.2f-%.2f, at or below in %d of %d)\n", mp, p[1], p[NR], below, NR
+    }'
 echo "load average: before $LOAD_BEFORE, after $LOAD_AFTER ($(nproc) cores)"

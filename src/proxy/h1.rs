@@ -49,6 +49,7 @@ use super::h1parse::{
     add_length, field_spans, header_map, poll_fill, raw_fields, Deadline, Facts, Hops, RawFields,
     MIN_READ,
 };
+use super::passthrough;
 use super::pool::Back;
 use crate::plugins::{Body, BoxError};
 
@@ -345,7 +346,7 @@ fn parse_head(
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| Malformed("bad status"))?;
     let raw = if pass_fields && status != StatusCode::SWITCHING_PROTOCOLS {
-        raw_fields(&head, spans)
+        raw_fields(&head, spans, passthrough::left_out)
     } else {
         None
     };

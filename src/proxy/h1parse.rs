@@ -242,7 +242,12 @@ pub(crate) fn header_map(
 /// are tokens, values hold no control character but tab.
 pub struct RawFields {
     head: Bytes,
+    /// The fields passed on, in order (those left out are gone).
     spans: Vec<[usize; 4]>,
+    /// The one `Content-Length` among them: its index and value.
+    length: Option<(usize, u64)>,
+    /// A `Date` among them.
+    dated: bool,
 }
 
 impl RawFields {
@@ -252,22 +257,99 @@ impl RawFields {
             .iter()
             .map(|&[n0, n1, v0, v1]| (&self.head[n0..n1], &self.head[v0..v1]))
     }
+
+    /// The `Content-Length` among the fields, and whether a `Date` is.
+    pub fn length_and_date(&self) -> (Option<u64>, bool) {
+        (self.length.map(|(_, n)| n), self.dated)
+    }
+
+    /// Writes the fields into a head, lines that came as `name: value`
+    /// and CRLF copied as they came, runs of them in one copy; without
+    /// `Content-Length` unless `with_length`.
+    pub fn write(&self, out: &mut Vec<u8>, with_length: bool) {
+        let head = &self.head[..];
+        let skip = self.length.filter(|_| !with_length).map(|(at, _)| at);
+        // Bytes of whole lines, not yet copied.
+        let mut run = 0..0;
+        for (at, &[n0, n1, v0, v1]) in self.spans.iter().enumerate() {
+            let whole = head.get(v1..v1 + 2) == Some(b"\r\n");
+            if whole && Some(at) != skip {
+                if run.end != n0 {
+                    out.extend_from_slice(&head[run]);
+                    run = n0..n0;
+                }
+                run.end = v1 + 2;
+                continue;
+            }
+            out.extend_from_slice(&head[run]);
+            run = 0..0;
+            if Some(at) != skip {
+                out.extend_from_slice(&head[n0..n1]);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&head[v0..v1]);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(&head[run]);
+    }
 }
 
-/// The facts of a frozen head's fields, and the fields themselves left
-/// unbuilt (`spans` is taken). `None` when a `Connection` field names
-/// other fields: removing those takes the map and the hop-by-hop pass.
-pub(crate) fn raw_fields(head: &Bytes, spans: &mut Vec<[usize; 4]>) -> Option<(RawFields, Facts)> {
+/// The facts of a frozen head's fields, and the fields passed on left
+/// unbuilt (`spans` is taken): all but the hop-by-hop ones and those
+/// `left_out` names. `None` when the map path must take the head: a
+/// `Connection` field naming other fields (removing those takes the
+/// hop-by-hop pass), or `Content-Length` other than once as one number
+/// (the map path settles those).
+pub(crate) fn raw_fields(
+    head: &Bytes,
+    spans: &mut Vec<[usize; 4]>,
+    left_out: impl Fn(&[u8]) -> bool,
+) -> Option<(RawFields, Facts)> {
     let mut facts = Facts::default();
-    for &[n0, n1, v0, v1] in spans.iter() {
-        let field = Field::of(&head[n0..n1]);
-        if !facts.note(field, &head[v0..v1]) && field == Field::Connection {
-            return None;
+    let mut length = None;
+    let mut dated = false;
+    let mut kept = 0;
+    for at in 0..spans.len() {
+        let [n0, n1, v0, v1] = spans[at];
+        let (name, value) = (&head[n0..n1], &head[v0..v1]);
+        let field = Field::of(name);
+        let persistence = facts.note(field, value);
+        let keep = match field {
+            Field::Connection if !persistence => return None,
+            Field::ContentLength => {
+                if length.is_some() || !value.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                length = Some((kept, facts.length?.ok()?));
+                true
+            }
+            Field::Date => {
+                dated = true;
+                true
+            }
+            Field::Expect | Field::Other => !left_out(name),
+            // Hop-by-hop.
+            Field::Connection
+            | Field::KeepAlive
+            | Field::TransferEncoding
+            | Field::Upgrade
+            | Field::Trailer => false,
+        };
+        if keep {
+            spans[kept] = spans[at];
+            kept += 1;
         }
     }
+    spans.truncate(kept);
     let spans = std::mem::take(spans);
     let head = head.clone();
-    Some((RawFields { head, spans }, facts))
+    let raw = RawFields {
+        head,
+        spans,
+        length,
+        dated,
+    };
+    Some((raw, facts))
 }
 
 /// One more Content-Length value (a list, maybe) after those seen so far:
@@ -328,6 +410,69 @@ mod tests {
         assert_eq!(decimal(0, &mut buf), b"0");
         assert_eq!(decimal(1234567, &mut buf), b"1234567");
         assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string().as_bytes());
+    }
+
+    /// A response head parsed as the upstream client parses it, its
+    /// fields left raw (`None`: the map path's).
+    fn raw(head: &'static [u8]) -> Option<(RawFields, Facts)> {
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut fields);
+        let Ok(httparse::Status::Complete(len)) = resp.parse(head) else {
+            panic!("not a complete head");
+        };
+        let mut spans = Vec::new();
+        assert!(field_spans(&head[..len], resp.headers, &mut spans));
+        let head = Bytes::from_static(&head[..len]);
+        raw_fields(&head, &mut spans, |name| {
+            name.eq_ignore_ascii_case(b"x-drop")
+        })
+    }
+
+    fn written(fields: &RawFields, with_length: bool) -> String {
+        let mut out = Vec::new();
+        fields.write(&mut out, with_length);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn raw_fields_are_written_as_they_came_less_those_left_out() {
+        let (fields, facts) = raw(
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nConnection: keep-alive\r\n\
+              X-Drop: x\r\nC:  3 \t\r\nContent-Length: 12\r\nD: 4\nE:\r\nF: 6\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(facts.length, Some(Ok(12)));
+        assert_eq!(fields.length_and_date(), (Some(12), false));
+        // Lines that came as `name: value` CRLF are copied whole; a bare
+        // LF, trailing blanks and an empty value are written anew.
+        assert_eq!(
+            written(&fields, true),
+            "A: 1\r\nB:2\r\nC: 3\r\nContent-Length: 12\r\nD: 4\r\nE: \r\nF: 6\r\n"
+        );
+        assert_eq!(
+            written(&fields, false),
+            "A: 1\r\nB:2\r\nC: 3\r\nD: 4\r\nE: \r\nF: 6\r\n"
+        );
+        let names: Vec<_> = fields.iter().map(|(n, _)| n.to_vec()).collect();
+        assert_eq!(
+            names,
+            [&b"A"[..], b"B", b"C", b"Content-Length", b"D", b"E", b"F"]
+        );
+        let (dated, _) =
+            raw(b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 10:00:00 GMT\r\n\r\n").unwrap();
+        assert_eq!(dated.length_and_date(), (None, true));
+    }
+
+    #[test]
+    fn lengths_other_than_one_number_once_keep_the_map() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        ] {
+            let head: &'static [u8] = head;
+            assert!(raw(head).is_none(), "{}", String::from_utf8_lossy(head));
+        }
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct Passed {
 }
 
 /// Whether an upstream's field is left out: hop-by-hop, or one the
-/// gateway sets in its place.
-fn left_out(name: &[u8]) -> bool {
+/// gateway sets in its place (`h1parse::raw_fields` leaves them out).
+pub(crate) fn left_out(name: &[u8]) -> bool {
     is_hop_by_hop(name)
         || name.eq_ignore_ascii_case(X_KONG_UPSTREAM_LATENCY.as_str().as_bytes())
         || name.eq_ignore_ascii_case(X_KONG_PROXY_LATENCY.as_str().as_bytes())
@@ -49,9 +49,7 @@ impl Passed {
     /// Each field the client gets, as `(name, value)`, in order.
     pub fn each(&self, mut f: impl FnMut(&[u8], &[u8])) {
         for (name, value) in self.fields.iter() {
-            if !left_out(name) {
-                f(name, value);
-            }
+            f(name, value);
         }
         f(VIA_NAME, VIA.as_bytes());
         let mut buf = [0; 20];
@@ -59,6 +57,22 @@ impl Passed {
         f(X_KONG_UPSTREAM_LATENCY.as_str().as_bytes(), ms);
         let ms = decimal(millis(self.proxy_latency), &mut buf);
         f(X_KONG_PROXY_LATENCY.as_str().as_bytes(), ms);
+    }
+
+    /// Writes the same fields as `each` into an HTTP/1 head, the
+    /// upstream's `Content-Length` only if `with_length`; the upstream's
+    /// `Content-Length` and whether it sent a `Date`.
+    pub fn write(&self, out: &mut Vec<u8>, with_length: bool) -> (Option<u64>, bool) {
+        self.fields.write(out, with_length);
+        let mut buf = [0; 20];
+        out.extend_from_slice(b"via: ");
+        out.extend_from_slice(VIA.as_bytes());
+        out.extend_from_slice(b"\r\nx-kong-upstream-latency: ");
+        out.extend_from_slice(decimal(millis(self.upstream_latency), &mut buf));
+        out.extend_from_slice(b"\r\nx-kong-proxy-latency: ");
+        out.extend_from_slice(decimal(millis(self.proxy_latency), &mut buf));
+        out.extend_from_slice(b"\r\n");
+        self.fields.length_and_date()
     }
 
     /// The same fields appended to `headers`, for a server that writes a
@@ -122,7 +136,8 @@ mod tests {
             spans.push([at, at + name.len(), v0, v0 + value.len()]);
             at += line.len();
         }
-        let (raw, _) = super::super::h1parse::raw_fields(&Bytes::from(head), &mut spans).unwrap();
+        let (raw, _) =
+            super::super::h1parse::raw_fields(&Bytes::from(head), &mut spans, left_out).unwrap();
         raw
     }
 
@@ -169,6 +184,6 @@ mod tests {
     fn a_connection_naming_other_fields_keeps_the_map() {
         let mut spans = vec![[0, 10, 12, 24]];
         let head = Bytes::from_static(b"Connection: close, X-Tmp\r\n");
-        assert!(super::super::h1parse::raw_fields(&head, &mut spans).is_none());
+        assert!(super::super::h1parse::raw_fields(&head, &mut spans, left_out).is_none());
     }
 }
