@@ -10,6 +10,10 @@
 #
 # Usage: bench/proxy/callgrind.sh PROXY_BIN [PROXY_BIN …]
 #        (each a proxy_one_route build; SECONDS_LOAD=10 CONNECTIONS=8)
+#        PROXY_BIN may be the word `nginx`: nginx as the reverse proxy, one
+#        worker in a single process, keepalive pool, as in run.sh: the same
+#        count for the proxy the goal is set against. Like the rest, it
+#        counts user-space instructions only, not the kernel's work.
 set -euo pipefail
 SECONDS_LOAD=${SECONDS_LOAD:-10}
 CONNECTIONS=${CONNECTIONS:-8}
@@ -50,11 +54,43 @@ nginx -c "$WORK/up/nginx.conf" &
 PIDS+=($!)
 wait_port "$UPSTREAM_PORT" 300
 
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    keepalive_requests 1000000;
+    upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+
 for bin in "$@"; do
     out="$WORK/callgrind.out"
+    if [ "$bin" = nginx ]; then
+        command=(nginx -c "$WORK/nginx/nginx.conf")
+    else
+        command=("$bin" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$UPSTREAM_PORT")
+    fi
     PROXY_WORKERS=1 valgrind --tool=callgrind --instr-atstart=no \
-        --callgrind-out-file="$out" "$bin" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$UPSTREAM_PORT" \
-        2>"$WORK/valgrind.log" &
+        --callgrind-out-file="$out" "${command[@]}" 2>"$WORK/valgrind.log" &
     vg=$!
     wait_port "$PROXY_PORT" 300
     wrk -t1 -c"$CONNECTIONS" -d3s "http://127.0.0.1:$PROXY_PORT/" >/dev/null
