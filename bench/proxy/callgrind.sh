@@ -29,58 +29,21 @@ trap cleanup EXIT
 
 . "$(dirname "$0")/lib.sh"
 
-mkdir -p "$WORK/up"
-cat >"$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-daemon off;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/up/body;
-    proxy_temp_path $WORK/up/proxy;
-    fastcgi_temp_path $WORK/up/fastcgi;
-    uwsgi_temp_path $WORK/up/uwsgi;
-    scgi_temp_path $WORK/up/scgi;
-    keepalive_requests 1000000;
+nginx_conf "$WORK/up" 1 on "
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 'hello from the upstream\n'; }
-    }
-}
-CONF
+        location / { default_type text/plain; return 200 'hello from the upstream\\n'; }
+    }"
 nginx -c "$WORK/up/nginx.conf" &
 PIDS+=($!)
 wait_port "$UPSTREAM_PORT" 300
 
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-daemon off;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 1000000;
+nginx_conf "$WORK/nginx" 1 off "
     upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
     server {
         listen 127.0.0.1:$PROXY_PORT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-CONF
+        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+    }"
 
 for bin in "$@"; do
     out="$WORK/callgrind.out"

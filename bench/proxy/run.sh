@@ -75,33 +75,14 @@ fi
 PROXY_WORKERS=${PROXY_WORKERS:-1}
 CLK_TCK=$(getconf CLK_TCK)
 
-nginx_conf() { # name, body of the http block
-    mkdir -p "$WORK/$1"
-    cat >"$WORK/$1/nginx.conf" <<CONF
-worker_processes $3;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/$1/body;
-    proxy_temp_path $WORK/$1/proxy;
-    fastcgi_temp_path $WORK/$1/fastcgi;
-    uwsgi_temp_path $WORK/$1/uwsgi;
-    scgi_temp_path $WORK/$1/scgi;
-    keepalive_requests 1000000;
-    $2
-}
-CONF
-}
+. "$ROOT/bench/proxy/lib.sh"
 
-nginx_conf upstream "
+nginx_conf "$WORK/upstream" 1 on "
     server {
         listen 127.0.0.1:$UPSTREAM_PORT reuseport;
         location / { default_type text/plain; return 200 'hello from the upstream\n'; }
-    }" 1
-nginx_conf nginx-proxy "
+    }"
+nginx_conf "$WORK/nginx-proxy" "$PROXY_WORKERS" on "
     upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
     server {
         listen 127.0.0.1:$NGINX_PROXY_PORT reuseport;
@@ -110,9 +91,9 @@ nginx_conf nginx-proxy "
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
         }
-    }" "$PROXY_WORKERS"
+    }"
 
-nginx_conf nginx-kh "
+nginx_conf "$WORK/nginx-kh" "$PROXY_WORKERS" on "
     upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
     server {
         listen 127.0.0.1:$NGINX_KH_PORT reuseport;
@@ -130,15 +111,13 @@ nginx_conf nginx-kh "
             add_header X-Kong-Upstream-Latency \$upstream_response_time;
             add_header X-Kong-Proxy-Latency 0;
         }
-    }" "$PROXY_WORKERS"
+    }"
 
 start_pinned() { # cpus, command...
     local cpus=$1; shift
     taskset -c "$cpus" "$@" &
     PIDS+=($!)
 }
-
-. "$ROOT/bench/proxy/lib.sh"
 
 rss_kib() { # pid → resident KiB of it and its children
     local total=0

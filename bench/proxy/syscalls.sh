@@ -31,32 +31,11 @@ command -v perf >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
 }
 
-conf() { # name, server block
-    mkdir -p "$WORK/$1"
-    cat >"$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-daemon off;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/$1/body;
-    proxy_temp_path $WORK/$1/proxy;
-    fastcgi_temp_path $WORK/$1/fastcgi;
-    uwsgi_temp_path $WORK/$1/uwsgi;
-    scgi_temp_path $WORK/$1/scgi;
-    keepalive_requests 1000000;
-    $2
-}
-CONF
-}
-conf up "server {
+nginx_conf "$WORK/up" 1 off "server {
         listen 127.0.0.1:$UPSTREAM_PORT;
         location / { default_type text/plain; return 200 'hello from the upstream\n'; }
     }"
-conf proxy "upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
+nginx_conf "$WORK/proxy" 1 off "upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
