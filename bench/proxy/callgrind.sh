@@ -32,7 +32,7 @@ trap cleanup EXIT
 nginx_conf "$WORK/up" 1 on "
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 'hello from the upstream\\n'; }
+        location / { default_type text/plain; return 200 'hello from the upstream\n'; }
     }"
 nginx -c "$WORK/up/nginx.conf" &
 PIDS+=($!)

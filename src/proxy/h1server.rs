@@ -243,9 +243,7 @@ fn encode_head(
         // What `field` below does for each field, in fewer copies: the
         // upstream's fields passed on hold no framing or connection
         // field, and at most one valid length.
-        let (passed_length, passed_date) = passed.write(out, length_allowed);
-        length = passed_length.filter(|_| length_allowed);
-        dated = passed_date;
+        (length, dated) = passed.write(out, length_allowed);
     }
     let mut field = |name: &[u8], bytes: &[u8]| {
         match Field::of(name) {

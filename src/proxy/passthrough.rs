@@ -51,6 +51,11 @@ impl Passed {
         for (name, value) in self.fields.iter() {
             f(name, value);
         }
+        self.own(f);
+    }
+
+    /// The gateway's own fields, which follow the upstream's.
+    fn own(&self, mut f: impl FnMut(&[u8], &[u8])) {
         f(VIA_NAME, VIA.as_bytes());
         let mut buf = [0; 20];
         let ms = decimal(millis(self.upstream_latency), &mut buf);
@@ -60,19 +65,18 @@ impl Passed {
     }
 
     /// Writes the same fields as `each` into an HTTP/1 head, the
-    /// upstream's `Content-Length` only if `with_length`; the upstream's
-    /// `Content-Length` and whether it sent a `Date`.
+    /// upstream's `Content-Length` only if `with_length`; the length
+    /// written, and whether the upstream sent a `Date`.
     pub fn write(&self, out: &mut Vec<u8>, with_length: bool) -> (Option<u64>, bool) {
         self.fields.write(out, with_length);
-        let mut buf = [0; 20];
-        out.extend_from_slice(b"via: ");
-        out.extend_from_slice(VIA.as_bytes());
-        out.extend_from_slice(b"\r\nx-kong-upstream-latency: ");
-        out.extend_from_slice(decimal(millis(self.upstream_latency), &mut buf));
-        out.extend_from_slice(b"\r\nx-kong-proxy-latency: ");
-        out.extend_from_slice(decimal(millis(self.proxy_latency), &mut buf));
-        out.extend_from_slice(b"\r\n");
-        self.fields.length_and_date()
+        self.own(|name, value| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        });
+        let (length, dated) = self.fields.length_and_date();
+        (length.filter(|_| with_length), dated)
     }
 
     /// The same fields appended to `headers`, for a server that writes a
